@@ -1,0 +1,137 @@
+"""The transfer losses of the paper, written with `keras.ops`.
+
+- `at_loss`: eq. 2, activation-based attention transfer for one pair of layers.
+- `kd_loss`: Hinton et al.'s knowledge distillation term.
+- `hint_loss`: full-activation transfer (F-ActT, FitNets-style hints, §4.1.2).
+- `input_gradient_distance`: eq. 4 (gradient-based AT), eq. 6 (flip symmetry)
+  and Drucker & LeCun's input-gradient penalty all measure a squared l2
+  distance between input-gradient tensors; one function serves the three.
+
+Every function returns a float32 scalar averaged over the batch, so the
+`Distiller` adds `weight * loss` for each term and the weights mean the same
+whatever the batch size.
+"""
+
+from __future__ import annotations
+
+from keras import ops
+
+from keras_at.attention import l2_normalize_flat, normalized_attention, resize_maps
+
+
+def at_loss(student_features, teacher_features, p: float = 2, reduction: str = "sum"):
+    """One attention-transfer term (eq. 2): mean squared difference of normalised maps.
+
+    Both attention maps are flattened per example and l2-normalised; the loss
+    is the mean over batch and positions of their squared difference. This
+    is the scaling of the authors' code: the `Distiller` adds
+    `beta * sum(at_loss)` with `beta=1e3`, the mean doing the "divided by map
+    size and batch" of the paper's text. When the maps differ in height and
+    width, the teacher's map is resized (bilinear) to the student's size;
+    channel counts may differ freely.
+
+    Args:
+        student_features: student activations `(B, H, W, C_s)`.
+        teacher_features: teacher activations `(B, H', W', C_t)`.
+        p: exponent of the attention mapping function.
+        reduction: `"sum"`, `"mean"` or `"max"` over channels.
+
+    Returns:
+        A float32 scalar in `[0, 2 / (H * W)]`.
+
+    Example:
+
+    >>> import numpy as np, keras_at
+    >>> s = np.random.rand(2, 8, 8, 16).astype("float32")
+    >>> float(keras_at.at_loss(s, s))
+    0.0
+    """
+    size = tuple(student_features.shape[1:3])
+    q_s = normalized_attention(student_features, p=p, reduction=reduction)
+    q_t = normalized_attention(teacher_features, p=p, reduction=reduction, size=size)
+    return ops.mean(ops.square(q_s - q_t))
+
+
+def kd_loss(student_logits, teacher_logits, temperature: float = 4.0):
+    """Knowledge distillation term: T² · KL(softmax(t/T) ‖ softmax(s/T)), batch mean.
+
+    The T² factor keeps the gradient scale of the soft targets independent
+    of the temperature (Hinton et al., 2015). The `Distiller` combines it as
+    `(1 - alpha) * task_loss + alpha * kd_loss`.
+
+    Args:
+        student_logits: `(B, num_classes)` unnormalised student outputs.
+        teacher_logits: `(B, num_classes)` unnormalised teacher outputs.
+        temperature: softmax temperature T > 0.
+
+    Returns:
+        A float32 scalar, zero when the two logit vectors are equal.
+
+    Example:
+
+    >>> import numpy as np, keras_at
+    >>> z = np.random.randn(4, 10).astype("float32")
+    >>> round(float(keras_at.kd_loss(z, z)), 6)
+    0.0
+    """
+    if not temperature > 0:
+        raise ValueError(f"`temperature` must be > 0, got {temperature!r}.")
+    t = float(temperature)
+    log_p_s = ops.log_softmax(ops.cast(student_logits, "float32") / t, axis=-1)
+    log_p_t = ops.log_softmax(ops.cast(teacher_logits, "float32") / t, axis=-1)
+    kl = ops.sum(ops.exp(log_p_t) * (log_p_t - log_p_s), axis=-1)
+    return (t * t) * ops.mean(kl)
+
+
+def hint_loss(student_features, teacher_features):
+    """Full-activation transfer (F-ActT): mean squared difference of normalised activations.
+
+    As for attention, each example's activation tensor is flattened and
+    l2-normalised first (the paper: "we also use l2 normalization before
+    transfer losses"), and the teacher's activations are resized (bilinear)
+    to the student's height and width. Channel counts must already agree:
+    the `Distiller` puts a trainable 1×1 convolution on the student side
+    where they do not.
+
+    Args:
+        student_features: `(B, H, W, C)` student activations (after any adapter).
+        teacher_features: `(B, H', W', C)` teacher activations.
+
+    Returns:
+        A float32 scalar.
+    """
+    if student_features.shape[-1] != teacher_features.shape[-1]:
+        raise ValueError(
+            "hint_loss needs equal channel counts, got student "
+            f"{student_features.shape[-1]} and teacher {teacher_features.shape[-1]}; "
+            "use a 1x1 convolution adapter on the student side."
+        )
+    size = tuple(student_features.shape[1:3])
+    s = l2_normalize_flat(ops.cast(student_features, "float32"))
+    t = l2_normalize_flat(resize_maps(ops.cast(teacher_features, "float32"), size))
+    return ops.mean(ops.square(s - t))
+
+
+def input_gradient_distance(gradient, other=None):
+    """Half the squared l2 distance between input gradients, averaged over the batch.
+
+    `0.5 * mean_b ||J_b - J'_b||²`, the sum running over all pixels and
+    channels of one example. With `other=None` it is the Drucker & LeCun
+    penalty `0.5 * mean_b ||J_b||²`. It is eq. 4 of the paper (gradient AT)
+    when `other` is the teacher's gradient, and eq. 6 (flip symmetry) when
+    `other` is `flip(J(flip(x)))`; the paper's β/2 is this 0.5. The gradients
+    are per-example gradients of the task loss (the gradient of the sum of
+    per-example losses), so the value does not shrink with the batch size.
+
+    Args:
+        gradient: `(B, H, W, C)` input gradient.
+        other: optional tensor of the same shape.
+
+    Returns:
+        A float32 scalar.
+    """
+    diff = ops.cast(gradient, "float32")
+    if other is not None:
+        diff = diff - ops.cast(other, "float32")
+    flat = ops.reshape(diff, (ops.shape(diff)[0], -1))
+    return 0.5 * ops.mean(ops.sum(ops.square(flat), axis=-1))
