@@ -1,0 +1,11 @@
+"""Model families of the paper, with each group of blocks exposed as a layer named `group{i}`.
+
+`wide_resnet` and `nin` are CIFAR networks written layer for layer after the authors' Torch
+code; `resnet` builds ResNet-18/34 on keras-cv (imported only when `resnet` is called).
+"""
+
+from keras_at.models.nin import nin
+from keras_at.models.resnet import resnet
+from keras_at.models.wide_resnet import wide_resnet
+
+__all__ = ["nin", "resnet", "wide_resnet"]
