@@ -321,7 +321,9 @@ class Distiller(keras.Model):
         logits, s_features, task, jacobian = self._run(
             self._taps.student, x, y, sample_weight, training, needs_gradient
         )
-        terms = {"task_loss": task if task is not None else self._task_loss(y, logits, sample_weight)}
+        if task is None:
+            task = self._task_loss(y, logits, sample_weight)
+        terms = {"task_loss": task}
         if "beta" in active:
             terms["at_loss"] = sum(
                 at_loss(s, t, p=self.p, reduction=self.reduction)
@@ -365,11 +367,15 @@ class Distiller(keras.Model):
         return self.compute_metrics(x, y, logits, sample_weight=sample_weight)
 
     def _student_variables(self):
+        """The student's weights and every hint adapter's, whether F-ActT is on or not.
+
+        The optimizer is built once for this fixed list, so switching `hint_beta`
+        on during training needs no new optimizer.
+        """
         variables = list(self.student.trainable_variables)
-        if "hint_beta" in self._active:
-            for adapter in self.hint_adapters:
-                if adapter is not None:
-                    variables += adapter.trainable_variables
+        for adapter in self.hint_adapters:
+            if adapter is not None:
+                variables += adapter.trainable_variables
         return variables
 
     def _check_inputs(self, x):
@@ -389,7 +395,10 @@ class Distiller(keras.Model):
             logits, terms = self._compute_terms(x, y, sample_weight, training=True)
             total = self._total(terms)
             scaled = self.optimizer.scale_loss(total / _replicas())
-        gradients = tape.gradient(scaled, variables)
+        gradients = [
+            ops.zeros_like(v) if g is None else g  # hint adapters while F-ActT is off
+            for g, v in zip(tape.gradient(scaled, variables), variables)
+        ]
         self.optimizer.apply(gradients, variables)
         return self._record(x, y, logits, sample_weight, terms, total)
 

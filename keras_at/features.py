@@ -90,11 +90,15 @@ def input_shape_of(model):
 
 def _logits_and_named_outputs(model, role: str):
     """(logits tensor, {name: symbolic 4-D-or-not output}) of a graph model."""
-    outputs = model.outputs
-    if isinstance(model.output, dict):
-        named = dict(model.output)
+    try:
+        structure = model.output
+    except AttributeError:  # a Sequential model exposes only the flat `outputs`
+        structure = model.outputs
+    if isinstance(structure, dict):
+        named = dict(structure)
         logits = named.pop(LOGITS_KEY)
         return logits, named
+    outputs = structure if isinstance(structure, (list, tuple)) else [structure]
     if len(outputs) != 1:
         raise ValueError(
             f"The {role} {model.name!r} has {len(outputs)} outputs; expected one logits output "
@@ -151,7 +155,8 @@ def build_tap(model, names, role: str):
     """One model `x -> [logits, *features]` sharing `model`'s layers and weights."""
     logits, _ = _logits_and_named_outputs(model, role)
     features = [_feature_tensor(model, name, role) for name in names]
-    return keras.Model(model.inputs, [logits, *features], name=f"{model.name}_{role}_tap")
+    inputs = model.inputs[0] if len(model.inputs) == 1 else model.inputs
+    return keras.Model(inputs, [logits, *features], name=f"{model.name}_{role}_tap")
 
 
 def _block_outputs(model, role: str) -> dict:

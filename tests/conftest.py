@@ -13,3 +13,30 @@ import pytest  # noqa: E402
 def _seed():
     keras.utils.set_random_seed(0)
     yield
+
+
+def tiny_net(width=4, name=None, classes=5, size=16, residual=False):
+    """A two-group CNN: `group0` at full resolution, `group1` at half."""
+    inputs = keras.Input((size, size, 3))
+    x = keras.layers.Conv2D(width, 3, padding="same")(inputs)
+    x = keras.layers.BatchNormalization()(x)
+    g0 = keras.layers.ReLU(name="group0")(x)
+    x = keras.layers.Conv2D(2 * width, 3, strides=2, padding="same")(g0)
+    g1 = keras.layers.ReLU(name="group1")(x)
+    x = keras.layers.GlobalAveragePooling2D()(g1)
+    return keras.Model(inputs, keras.layers.Dense(classes, name="head")(x), name=name)
+
+
+@pytest.fixture
+def tiny_pair():
+    return tiny_net(4, "student"), tiny_net(8, "teacher")
+
+
+@pytest.fixture
+def tiny_data():
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 16, 16, 3)).astype("float32")
+    y = rng.integers(0, 5, size=64)
+    return x, y
