@@ -1,0 +1,231 @@
+"""Attention maps as pictures: colour-mapped, upsampled, overlaid on the input, in a grid.
+
+The numpy functions here are the one rendering used by both
+`keras_at.callbacks.AttentionMapLogger` (TensorBoard) and `plot_attention`
+(a matplotlib figure, for the examples and for users without TensorBoard).
+Every map and image is min-max normalised per example for display only: the
+loss compares l2-normalised maps, whose absolute scale says nothing to the eye.
+"""
+
+from __future__ import annotations
+
+import os
+
+import matplotlib
+import numpy as np
+from keras import ops
+from matplotlib.figure import Figure
+
+from keras_at.attention import resize_maps
+
+DEFAULT_CMAP = "inferno"
+# Inches per grid cell; at `dpi=100` a cell is 150x150 pixels.
+_CELL = 1.5
+
+
+def normalize(maps) -> np.ndarray:
+    """Min-max normalises each `(H, W)` map of `(..., H, W)` to [0, 1]; a constant map gives 0.
+
+    Args:
+        maps: array of shape `(H, W)` or `(..., H, W)`.
+
+    Returns:
+        A float32 array of the same shape, in [0, 1], without NaNs.
+
+    Example:
+
+    >>> normalize(np.array([[1.0, 3.0], [2.0, 2.0]]))
+    array([[0. , 1. ],
+           [0.5, 0.5]], dtype=float32)
+    """
+    maps = np.asarray(maps, dtype="float32")
+    if maps.ndim < 2:
+        raise ValueError(f"Expected maps of shape (..., H, W), got shape {maps.shape}.")
+    maps = np.nan_to_num(maps, nan=0.0, posinf=0.0, neginf=0.0)
+    low = maps.min(axis=(-2, -1), keepdims=True)
+    span = maps.max(axis=(-2, -1), keepdims=True) - low
+    # Dividing by a zero span would give NaN; constant maps are shown as all zeros.
+    return np.where(span > 0, (maps - low) / np.where(span > 0, span, 1.0), 0.0).astype("float32")
+
+
+def upsample(maps, size) -> np.ndarray:
+    """Bilinear resize of a `(H, W)` map or `(B, H, W)` maps to `size=(H', W')`.
+
+    The same resize the loss uses when a teacher map is larger than the student's.
+
+    Args:
+        maps: array of shape `(H, W)` or `(B, H, W)`.
+        size: target `(height, width)`.
+
+    Returns:
+        A float32 numpy array of shape `size` or `(B, *size)`.
+
+    Example:
+
+    >>> upsample(np.eye(4), (16, 16)).shape
+    (16, 16)
+    """
+    maps = np.asarray(maps, dtype="float32")
+    if maps.ndim not in (2, 3):
+        raise ValueError(f"Expected a (H, W) map or (B, H, W) maps, got shape {maps.shape}.")
+    size = tuple(int(s) for s in size)
+    batched = maps if maps.ndim == 3 else maps[None]
+    resized = ops.convert_to_numpy(resize_maps(ops.convert_to_tensor(batched), size))
+    return resized if maps.ndim == 3 else resized[0]
+
+
+def colorize(maps, cmap: str = DEFAULT_CMAP) -> np.ndarray:
+    """Colour-maps normalised `(..., H, W)` maps to RGB `(..., H, W, 3)` floats in [0, 1].
+
+    Args:
+        maps: array of shape `(H, W)` or `(..., H, W)`; normalised per map first.
+        cmap: name of a matplotlib colormap.
+
+    Returns:
+        A float32 array of shape `(..., H, W, 3)` in [0, 1].
+
+    Example:
+
+    >>> colorize(np.eye(8)).shape
+    (8, 8, 3)
+    """
+    colormap = matplotlib.colormaps[cmap]
+    return colormap(normalize(maps))[..., :3].astype("float32")
+
+
+def to_rgb(images) -> np.ndarray:
+    """Images `(H, W, C)` or `(B, H, W, C)` with C in {1, 3}, de-normalised per image to [0, 1].
+
+    Training images are usually standardised (mean 0, std 1); for display
+    each image is min-max rescaled, and grayscale is repeated to 3 channels.
+
+    Args:
+        images: array of shape `(H, W, C)` or `(B, H, W, C)`.
+
+    Returns:
+        A float32 array of shape `(H, W, 3)` or `(B, H, W, 3)` in [0, 1].
+
+    Example:
+
+    >>> to_rgb(np.zeros((28, 28, 1))).shape
+    (28, 28, 3)
+    """
+    images = np.asarray(images, dtype="float32")
+    if images.ndim not in (3, 4) or images.shape[-1] not in (1, 3):
+        raise ValueError(
+            "Expected channels-last images (H, W, C) or (B, H, W, C) with C = 1 or 3, "
+            f"got shape {images.shape}."
+        )
+    # Normalise over (H, W, C) jointly: channels keep their relative colour.
+    moved = np.moveaxis(images, -1, -3)
+    flat = moved.reshape(*moved.shape[:-2], -1)
+    rgb = np.moveaxis(normalize(flat).reshape(moved.shape), -3, -1)
+    return np.repeat(rgb, 3, axis=-1) if rgb.shape[-1] == 1 else rgb
+
+
+def overlay(images, maps, alpha: float = 0.5, cmap: str = DEFAULT_CMAP) -> np.ndarray:
+    """The input images with their attention maps blended on top in a colour map.
+
+    Maps are upsampled to the image size, colour-mapped, and mixed as
+    `(1 - alpha) * image + alpha * colour`.
+
+    Args:
+        images: `(H, W, C)` or `(B, H, W, C)`, C in {1, 3}, any value range.
+        maps: `(h, w)` or `(B, h, w)`, any size; upsampled to `(H, W)`.
+        alpha: opacity of the map, in [0, 1].
+        cmap: name of a matplotlib colormap.
+
+    Returns:
+        A float32 array of shape `(H, W, 3)` or `(B, H, W, 3)` in [0, 1].
+
+    Example:
+
+    >>> overlay(np.random.rand(32, 32, 3), np.random.rand(8, 8)).shape
+    (32, 32, 3)
+    """
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError(f"`alpha` must be in [0, 1], got {alpha!r}.")
+    rgb = to_rgb(images)
+    maps = np.asarray(maps, dtype="float32")
+    if maps.ndim != rgb.ndim - 1:
+        raise ValueError(
+            f"Got images of shape {np.shape(images)} but maps of shape {maps.shape}; "
+            "expected one (h, w) map per image."
+        )
+    heat = colorize(upsample(maps, rgb.shape[-3:-1]), cmap)
+    return ((1.0 - alpha) * rgb + alpha * heat).astype("float32")
+
+
+def plot_attention(
+    distiller,
+    images,
+    path: str | os.PathLike | None = None,
+    max_images: int = 4,
+    overwrite: bool = False,
+    cmap: str = DEFAULT_CMAP,
+    dpi: int = 100,
+) -> Figure:
+    """Draws a grid of images and the teacher's and student's attention maps for each pair.
+
+    Rows are examples; columns are the input image, then for every pair of
+    `distiller.pairs` the teacher's map and the student's map, upsampled to
+    the input size. The figure uses matplotlib's Agg renderer through
+    `matplotlib.figure.Figure`, so no display (and no pyplot state) is needed.
+
+    Args:
+        distiller: a `keras_at.Distiller`.
+        images: a batch `(B, H, W, C)` of inputs, as the distiller reads them.
+        path: where to save the figure as PNG; None to only return it.
+        max_images: number of examples (rows) drawn from the start of `images`.
+        overwrite: replace an existing file at `path`; otherwise that is an error.
+        cmap: name of a matplotlib colormap for the maps.
+        dpi: resolution of the saved PNG; each cell is 1.5 inches square.
+
+    Returns:
+        The `matplotlib.figure.Figure`.
+
+    Example:
+
+    ```python
+    keras_at.visualize.plot_attention(distiller, x_test[:4], "attention.png")
+    ```
+    """
+    if isinstance(max_images, bool) or not isinstance(max_images, int) or max_images < 1:
+        raise ValueError(f"`max_images` must be an integer >= 1, got {max_images!r}.")
+    if path is not None and os.path.exists(path) and not overwrite:
+        raise FileExistsError(f"{os.fspath(path)!r} exists; pass overwrite=True to replace it.")
+    images = _image_batch(images)[:max_images]
+    maps = distiller.attention_maps(images)
+    if not maps:
+        raise ValueError("The distiller has no activation pairs, so there are no maps to plot.")
+    size = images.shape[1:3]
+    columns = [("image", to_rgb(images))]
+    for name, (student_map, teacher_map) in maps.items():
+        columns.append((f"{name}\nteacher", colorize(upsample(teacher_map, size), cmap)))
+        columns.append((f"{name}\nstudent", colorize(upsample(student_map, size), cmap)))
+
+    rows = len(images)
+    figure = Figure(figsize=(_CELL * len(columns), _CELL * rows), dpi=dpi, layout="constrained")
+    axes = figure.subplots(rows, len(columns), squeeze=False)
+    for col, (title, pictures) in enumerate(columns):
+        axes[0, col].set_title(title, fontsize=9)
+        for row in range(rows):
+            axes[row, col].imshow(pictures[row], interpolation="nearest")
+            axes[row, col].set_axis_off()
+    if path is not None:
+        directory = os.path.dirname(os.fspath(path))
+        if directory:
+            os.makedirs(directory, exist_ok=True)
+        # "x" mode: a file that appeared since the check above is not overwritten either.
+        with open(path, "wb" if overwrite else "xb") as file:
+            figure.savefig(file, format="png", dpi=dpi)
+    return figure
+
+
+def _image_batch(images) -> np.ndarray:
+    images = np.asarray(ops.convert_to_numpy(images), dtype="float32")
+    if images.ndim != 4:
+        raise ValueError(
+            f"`images` must be a batch of shape (B, H, W, C), got shape {images.shape}."
+        )
+    return images
