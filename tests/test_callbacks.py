@@ -1,0 +1,315 @@
+"""Loss-weight schedules in real `fit` runs, and attention maps read back from TensorBoard files."""
+
+import glob
+import io
+import math
+import os
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+from tensorboard.backend.event_processing import event_accumulator
+
+import keras_at
+from keras_at.callbacks import AttentionMapLogger, BetaDecay, BetaScheduler
+from keras_at.visualize import to_rgb
+
+
+def net(width, name, channels=3):
+    inputs = keras.Input((16, 16, channels))
+    x = keras.layers.Conv2D(width, 3, padding="same")(inputs)
+    g0 = keras.layers.ReLU(name="group0")(x)
+    x = keras.layers.Conv2D(2 * width, 3, strides=2, padding="same")(g0)
+    g1 = keras.layers.ReLU(name="group1")(x)
+    outputs = keras.layers.Dense(5)(keras.layers.GlobalAveragePooling2D()(g1))
+    return keras.Model(inputs, outputs, name=name)
+
+
+def distiller(channels=3, **weights):
+    model = keras_at.Distiller(
+        net(2, "student", channels), net(4, "teacher", channels), **weights
+    )
+    model.compile(optimizer=keras.optimizers.SGD(0.01), jit_compile=False)
+    return model
+
+
+def data(n=16, channels=3):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(n, 16, 16, channels)).astype("float32")
+    return x, rng.integers(0, 5, size=n)
+
+
+class Interrupt(keras.callbacks.Callback):
+    def __init__(self, epoch):
+        super().__init__()
+        self.epoch = epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.epoch:
+            raise RuntimeError("interrupted")
+
+
+class Record(keras.callbacks.Callback):
+    """Records logged weights by epoch; placed after the schedulers."""
+
+    def __init__(self, names):
+        super().__init__()
+        self.names, self.values = names, {}
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.values[epoch] = tuple(logs[name] for name in self.names)
+
+
+# === BetaScheduler / BetaDecay in fit ===
+def test_scheduled_beta_is_logged_and_zero_removes_the_at_term():
+    model = distiller(beta=1e3)
+    x, y = data()
+    schedule = BetaScheduler(lambda epoch, beta: 500.0 if epoch == 0 else 0.0)
+    history = model.fit(x, y, batch_size=8, epochs=3, callbacks=[schedule], verbose=0).history
+    assert history["beta"] == [500.0, 0.0, 0.0]
+    assert model.beta == 0.0
+    # The AT term is still measured, but from epoch 1 on it adds nothing to the total.
+    assert all(value > 0 for value in history["at_loss"])
+    assert history["loss"][0] > history["task_loss"][0] * 1.01
+    for epoch in (1, 2):
+        assert history["loss"][epoch] == pytest.approx(history["task_loss"][epoch], rel=1e-6)
+
+
+def test_beta_decay_and_scheduling_another_weight():
+    model = distiller(beta=1e3, alpha=0.5)
+    x, y = data(8)
+    callbacks = [
+        BetaDecay(factor=0.5, epochs=(3, 1)),
+        BetaScheduler(lambda epoch, alpha: 0.1 * epoch, weight="alpha"),
+    ]
+    history = model.fit(x, y, batch_size=8, epochs=4, callbacks=callbacks, verbose=0).history
+    assert history["beta"] == [1e3, 500.0, 500.0, 250.0]
+    assert history["alpha"] == pytest.approx([0.0, 0.1, 0.2, 0.3])
+    assert "kd_loss" in history
+
+
+def resume_callbacks():
+    """A value-dependent (cumulative) schedule on beta and a step decay on alpha."""
+    return [
+        BetaScheduler(lambda epoch, beta: beta * 0.5 if epoch in (1, 2) else beta + 1.0),
+        BetaDecay(factor=0.5, epochs=(1, 3), weight="alpha"),
+    ]
+
+
+def test_resuming_restores_the_scheduled_values_not_the_constructors(tmp_path):
+    x, y = data(8)
+    fit = dict(x=x, y=y, batch_size=8, epochs=4, verbose=0)
+    names = ("beta", "alpha")
+
+    reference = Record(names)
+    distiller(beta=1e3, alpha=0.5).fit(**fit, callbacks=[*resume_callbacks(), reference])
+    assert reference.values[3] == pytest.approx((251.25, 0.125))
+
+    # BackupAndRestore: interrupted at the start of epoch 2, resumed with fresh callbacks
+    # (as a new process would be), on a freshly built model.
+    backup = str(tmp_path / "backup")
+    first, second = Record(names), Record(names)
+    with pytest.raises(RuntimeError, match="interrupted"):
+        distiller(beta=1e3, alpha=0.5).fit(
+            **fit,
+            callbacks=[
+                keras.callbacks.BackupAndRestore(backup), *resume_callbacks(), first, Interrupt(2)
+            ],
+        )
+    distiller(beta=1e3, alpha=0.5).fit(
+        **fit, callbacks=[keras.callbacks.BackupAndRestore(backup), *resume_callbacks(), second]
+    )
+    assert sorted(first.values) == [0, 1] and sorted(second.values) == [2, 3]
+    assert {**first.values, **second.values} == reference.values
+
+    # initial_epoch: the same model trained on in a second fit call.
+    model = distiller(beta=1e3, alpha=0.5)
+    first, second = Record(names), Record(names)
+    model.fit(**{**fit, "epochs": 2}, callbacks=[*resume_callbacks(), first])
+    model.fit(**fit, initial_epoch=2, callbacks=[*resume_callbacks(), second])
+    assert {**first.values, **second.values} == reference.values
+
+
+# === Validation and config ===
+def test_unknown_weight_name_is_a_value_error_listing_the_valid_ones():
+    with pytest.raises(ValueError, match=r"'gamma'.*'beta'.*'input_grad_penalty'"):
+        BetaScheduler(lambda epoch, value: value, weight="gamma")
+    with pytest.raises(ValueError, match="'betta'"):
+        BetaDecay(weight="betta")
+    with pytest.raises(ValueError, match="schedule"):
+        BetaScheduler(0.5)
+
+
+def test_scheduling_a_model_that_is_not_a_distiller_fails_at_train_begin():
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)])
+    model.compile(optimizer="sgd", loss="mse")
+    schedule = BetaScheduler(lambda epoch, value: value, weight="grad_beta")
+    with pytest.raises(ValueError, match=r"Distiller.*'grad_beta'.*Sequential"):
+        model.fit(np.zeros((4, 4)), np.zeros((4, 1)), callbacks=[schedule], verbose=0)
+
+
+@pytest.mark.parametrize("bad", [-1.0, math.nan, math.inf, "high", None])
+def test_schedule_returning_a_bad_value_names_weight_epoch_and_value(bad):
+    schedule = BetaScheduler(lambda epoch, value: bad, weight="hint_beta")
+    schedule.set_model(distiller())
+    with pytest.raises(ValueError, match=rf"`hint_beta`.*{bad!r}.*epoch 3"):
+        schedule.on_epoch_begin(3)
+
+
+def test_schedule_error_from_the_distiller_names_the_epoch():
+    schedule = BetaScheduler(lambda epoch, value: 2.0, weight="alpha")
+    schedule.set_model(distiller())
+    with pytest.raises(ValueError, match=r"`alpha` at epoch 5.*\[0, 1\]"):
+        schedule.on_epoch_begin(5)
+
+
+@pytest.mark.parametrize(
+    "kwargs",
+    [{"factor": -0.1}, {"factor": math.nan}, {"epochs": (1, -2)}, {"epochs": (2, 2)},
+     {"epochs": (1.5,)}, {"initial_value": -1.0}],
+)
+def test_beta_decay_rejects_bad_arguments(kwargs):
+    with pytest.raises(ValueError, match=next(iter(kwargs))):
+        BetaDecay(**kwargs)
+
+
+def test_beta_decay_is_a_pure_function_of_the_epoch():
+    decay = BetaDecay(factor=0.2, epochs=(60, 120, 160))
+    model = distiller(beta=1e3)
+    decay.set_model(model)
+    values = {}
+    for epoch in (0, 59, 60, 119, 120, 160, 199, 60, 0):
+        decay.on_epoch_begin(epoch)
+        values[epoch] = model.beta
+    assert values == pytest.approx({0: 1e3, 59: 1e3, 60: 200, 119: 200, 120: 40, 160: 8, 199: 8})
+    # A resumed run's first epoch divides out the decay already applied to the restored value.
+    resumed = BetaDecay(factor=0.2, epochs=(60, 120, 160))
+    resumed.set_model(model)
+    model.beta = 200.0
+    resumed.on_epoch_begin(120)
+    assert model.beta == pytest.approx(40.0)
+    fixed = BetaDecay(factor=0.0, epochs=(2,), initial_value=7.0)
+    fixed.set_model(model)
+    fixed.on_epoch_begin(1)
+    assert model.beta == 7.0
+
+
+@keras.saving.register_keras_serializable(package="keras_at_tests")
+def halve_at_ten(epoch, beta):
+    return beta / 2 if epoch == 10 else beta
+
+
+def test_callbacks_round_trip_through_keras_serialization():
+    decay = BetaDecay(0.1, (5, 9), weight="grad_beta", initial_value=2.0)
+    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(decay))
+    assert type(restored) is BetaDecay and restored.get_config() == decay.get_config()
+    schedule = BetaScheduler(halve_at_ten, weight="alpha", verbose=1)
+    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(schedule))
+    assert restored.schedule is halve_at_ten and restored.weight == "alpha"
+    logger = AttentionMapLogger("logs", np.zeros((2, 8, 8, 1)), every_n_epochs=3)
+    assert AttentionMapLogger.from_config(logger.get_config()).get_config() == logger.get_config()
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"every_n_epochs": 0}, "every_n_epochs"),
+        ({"every_n_epochs": 1.5}, "every_n_epochs"),
+        ({"max_images": 0}, "max_images"),
+        ({"images": np.zeros((16, 16, 3))}, "images"),
+        ({"images": np.zeros((2, 16, 16, 2))}, "images"),
+    ],
+)
+def test_attention_map_logger_rejects_bad_arguments(kwargs, message):
+    kwargs = {"log_dir": "logs", "images": np.zeros((2, 16, 16, 3)), **kwargs}
+    with pytest.raises(ValueError, match=message):
+        AttentionMapLogger(**kwargs)
+
+
+# === AttentionMapLogger, read back with TensorBoard's EventAccumulator ===
+def read_events(directory):
+    files = glob.glob(os.path.join(directory, "events.out.tfevents.*"))
+    assert files, f"no event file in {directory}"
+    accumulators = []
+    for path in files:
+        acc = event_accumulator.EventAccumulator(
+            path, size_guidance={event_accumulator.TENSORS: 0, event_accumulator.IMAGES: 0}
+        )
+        accumulators.append(acc.Reload())
+    return accumulators
+
+
+def tensor_tags(accumulators):
+    return {tag for acc in accumulators for tag in acc.Tags()["tensors"]}
+
+
+def tensor_events(accumulators, tag):
+    return [e for acc in accumulators if tag in acc.Tags()["tensors"] for e in acc.Tensors(tag)]
+
+
+def decode_images(event):
+    """TF2 image summaries are string tensors: [width, height, png, png, ...]."""
+    width, height, *pngs = tf.make_ndarray(event.tensor_proto)
+    images = [np.asarray(Image.open(io.BytesIO(png))) for png in pngs]
+    return int(width), int(height), images
+
+
+def test_attention_maps_are_written_next_to_keras_tensorboard(tmp_path):
+    log_dir = str(tmp_path / "logs")
+    x, y = data(16)
+    model = distiller()
+    logger = AttentionMapLogger(log_dir, x[:6], max_images=4)
+    callbacks = [keras.callbacks.TensorBoard(log_dir), logger]
+    model.fit(x, y, batch_size=8, epochs=2, callbacks=callbacks, verbose=0)
+
+    assert "epoch_loss" in tensor_tags(read_events(os.path.join(log_dir, "train")))
+    events = read_events(os.path.join(log_dir, "attention"))
+    expected = {f"attention/{pair}/{kind}" for pair in ("group0", "group1")
+                for kind in ("student", "teacher", "overlay", "distance")}
+    assert tensor_tags(events) == expected
+
+    raw = np.round(to_rgb(x[:4]) * 255)
+    for pair in ("group0", "group1"):
+        for kind in ("student", "teacher", "overlay"):
+            logged = tensor_events(events, f"attention/{pair}/{kind}")
+            assert [e.step for e in logged] == [0, 1]
+            for event in logged:
+                width, height, images = decode_images(event)
+                assert (width, height) == (16, 16) and len(images) == 4
+                assert all(image.shape == (16, 16, 3) for image in images)
+            if kind == "overlay":
+                assert np.abs(np.stack(images).astype(float) - raw).mean() > 10
+
+        # The distance is the pair's at_loss on the logged batch, with the final weights.
+        distances = tensor_events(events, f"attention/{pair}/distance")
+        assert [e.step for e in distances] == [0, 1]
+        values = [float(tf.make_ndarray(e.tensor_proto)) for e in distances]
+        assert all(math.isfinite(v) and v > 0 for v in values)
+        taps = [keras.Model(m.input, m.get_layer(pair).output) for m in (model.student,
+                                                                         model.teacher)]
+        expected_loss = keras_at.at_loss(*(tap(x[:4]) for tap in taps))
+        assert values[-1] == pytest.approx(float(expected_loss), rel=1e-4)
+
+
+def test_every_n_epochs_on_grayscale_images(tmp_path):
+    x, y = data(8, channels=1)
+    model = distiller(channels=1)
+    logger = AttentionMapLogger(str(tmp_path), x, every_n_epochs=2, max_images=3)
+    model.fit(x, y, batch_size=8, epochs=3, callbacks=[logger], verbose=0)
+    events = read_events(str(tmp_path / "attention"))
+    overlays = tensor_events(events, "attention/group1/overlay")
+    assert [e.step for e in overlays] == [0, 2]
+    width, height, images = decode_images(overlays[-1])
+    assert (width, height) == (16, 16) and len(images) == 3
+    # The gray input is tinted by the colour map: channels differ where the map is drawn.
+    assert any(np.ptp(image.astype(int), axis=-1).max() > 0 for image in images)
+
+
+def test_logger_needs_a_distiller_with_pairs(tmp_path):
+    model = keras_at.Distiller(net(2, "s"), net(4, "t"), pairs=[], alpha=0.5)
+    model.compile(optimizer="sgd")
+    x, y = data(8)
+    with pytest.raises(ValueError, match="pairs"):
+        model.fit(x, y, epochs=1, verbose=0, callbacks=[AttentionMapLogger(str(tmp_path), x)])
