@@ -1,0 +1,81 @@
+"""Data parallelism, mixed precision and tracing of the Distiller's step."""
+
+import json
+import os
+import subprocess
+import sys
+
+import keras
+import numpy as np
+import pytest
+from conftest import tiny_net
+
+import keras_at
+from keras_at.callbacks import BetaScheduler
+
+HERE = os.path.dirname(__file__)
+
+
+def test_mirrored_strategy_gives_global_means_and_the_same_update():
+    weights = {"beta": 1e3, "alpha": 0.5, "hint_beta": 3.0, "grad_beta": 10.0,
+               "symmetry_beta": 1.0, "input_grad_penalty": 1.0}
+    out = subprocess.run(
+        [sys.executable, os.path.join(HERE, "distribute_worker.py"), json.dumps(weights)],
+        capture_output=True, text=True, timeout=300, check=True,
+    )
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    assert result["replicas"] == 2
+    one, two = result["one"], result["two"]
+    assert set(one) == set(two) >= {"loss", "task_loss", "at_loss", "kd_loss", "hint_loss",
+                                    "grad_at_loss", "symmetry_loss", "input_grad_loss"}
+    for key in one:
+        assert two[key] == pytest.approx(one[key], rel=1e-4), key
+    # Gradients summed over replicas equal the one-device gradient of the global mean.
+    for w_one, w_two in zip(result["one_weights"], result["two_weights"]):
+        np.testing.assert_allclose(np.array(w_two), np.array(w_one), rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
+def test_mixed_precision_keeps_losses_in_float32(policy, tiny_data):
+    x, y = tiny_data
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        student, teacher = tiny_net(4, "s"), tiny_net(8, "t")
+        distiller = keras_at.Distiller(student, teacher, alpha=0.5, grad_beta=1.0)
+        distiller.compile(optimizer=keras.optimizers.SGD(0.05),
+                          loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        if policy == "mixed_float16":
+            assert isinstance(distiller.optimizer, keras.optimizers.LossScaleOptimizer)
+        before = [w.copy() for w in student.get_weights()]
+        history = distiller.fit(x, y, batch_size=32, epochs=2, verbose=0)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+    for key in ("loss", "at_loss", "kd_loss", "grad_at_loss"):
+        assert np.all(np.isfinite(history.history[key])), key
+    assert history.history["at_loss"][-1] < history.history["at_loss"][0]
+    assert student.get_layer("group0").compute_dtype != "float32"
+    assert all(w.dtype == np.float32 for w in student.get_weights())
+    assert any(not np.array_equal(a, b) for a, b in zip(before, student.get_weights()))
+    maps = distiller.attention_maps(x[:2])
+    assert all(s.dtype == np.float32 for s, _ in maps.values())
+
+
+class CountingDistiller(keras_at.Distiller):
+    traces = 0
+
+    def train_step(self, data):
+        CountingDistiller.traces += 1  # Python runs only while tracing
+        return super().train_step(data)
+
+
+def test_step_is_traced_once_per_fit_while_weights_change(tiny_pair, tiny_data):
+    x, y = tiny_data
+    distiller = CountingDistiller(*tiny_pair, alpha=0.5)
+    distiller.compile(optimizer="sgd")
+    schedule = BetaScheduler(lambda epoch, beta: 1e3 / (epoch + 1))
+    alphas = BetaScheduler(lambda epoch, alpha: 0.5 - 0.1 * epoch, weight="alpha")
+    history = distiller.fit(x, y, batch_size=32, epochs=3, verbose=0,
+                            callbacks=[schedule, alphas])
+    assert CountingDistiller.traces == 1
+    assert history.history["beta"] == pytest.approx([1e3, 500.0, 1e3 / 3])
+    assert history.history["alpha"] == pytest.approx([0.5, 0.4, 0.3])
