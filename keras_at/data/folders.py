@@ -1,0 +1,115 @@
+"""Image folders: one sub-folder per class, files decoded by TensorFlow, checked once at load.
+
+Two layouts are accepted. A folder of class sub-folders (`root/<class>/<image>`) is the "train"
+split. A folder holding a `train/` sub-folder (`root/<split>/<class>/<image>`) has one split per
+sub-folder ("train", "val", "test", ...); the classes are those of `train/`. Class order is the
+sorted folder names. Files are found at any depth under a class folder; only the extensions
+TensorFlow decodes are read (and hidden files skipped).
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+import numpy as np
+import tensorflow as tf
+
+EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp")
+
+
+def find(name, data_dir=None) -> str | None:
+    """The folder that `name` refers to (itself, or relative to `data_dir`), if any."""
+    candidates = [os.fspath(name)]
+    if data_dir is not None:
+        candidates.append(os.path.join(os.fspath(data_dir), os.fspath(name)))
+    return next((os.path.abspath(c) for c in candidates if os.path.isdir(c)), None)
+
+
+def _subdirs(directory: str) -> list[str]:
+    names = os.listdir(directory)
+    return sorted(d for d in names if not d.startswith(".") and os.path.isdir(f"{directory}/{d}"))
+
+
+def _has_splits(root: str) -> bool:
+    return os.path.isdir(os.path.join(root, "train"))
+
+
+def class_names(root: str) -> tuple[str, ...]:
+    """Sorted class-folder names (those of `train/` when the folder has split sub-folders)."""
+    names = _subdirs(os.path.join(root, "train") if _has_splits(root) else root)
+    if not names:
+        raise ValueError(f"Image folder {root} has no class sub-folders.")
+    return tuple(names)
+
+
+def split_dir(root: str, split: str) -> str:
+    """The folder holding the class folders of `split`."""
+    if _has_splits(root):
+        if split not in _subdirs(root):
+            raise ValueError(
+                f"Image folder {root} has no {split!r} sub-folder; it has {_subdirs(root)}."
+            )
+        return os.path.join(root, split)
+    if split != "train":
+        raise ValueError(
+            f"Image folder {root} holds class folders directly, which makes it the 'train' split "
+            f"only; for a {split!r} split use {root}/train/<class>/ and {root}/{split}/<class>/."
+        )
+    return root
+
+
+def files(root: str, split: str, classes: tuple[str, ...]) -> tuple[list[str], np.ndarray]:
+    """Image paths of `split` in class order, then path order, and their labels."""
+    directory = split_dir(root, split)
+    unknown = sorted(set(_subdirs(directory)) - set(classes))
+    if unknown:
+        raise ValueError(
+            f"Image folder {directory} has class folders {unknown} that are not among the "
+            f"classes {list(classes)} of {root}."
+        )
+    paths, labels = [], []
+    for label, name in enumerate(classes):
+        for parent, dirs, names in os.walk(os.path.join(directory, name)):
+            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+            for file in sorted(names):
+                if not file.startswith(".") and file.lower().endswith(EXTENSIONS):
+                    paths.append(os.path.join(parent, file))
+                    labels.append(label)
+    return paths, np.asarray(labels, np.int32)
+
+
+def decode(contents: tf.Tensor) -> tf.Tensor:
+    """One image file's bytes -> uint8 `(H, W, 3)` (grayscale and RGBA converted to RGB)."""
+    image = tf.io.decode_image(contents, channels=3, expand_animations=False)
+    return tf.ensure_shape(image, (None, None, 3))
+
+
+def drop_undecodable(paths: list[str], labels: np.ndarray, root: str):
+    """Decodes every file once (in parallel) and drops, with one warning naming them, those
+    TensorFlow cannot decode, so a bad file fails here instead of hours into training."""
+    ok = np.zeros(len(paths), bool)
+    if paths:
+        table = tf.constant(paths)
+        checks = (
+            tf.data.Dataset.range(len(paths))
+            .map(
+                lambda i: (i, tf.shape(decode(tf.io.read_file(table[i])))),
+                num_parallel_calls=tf.data.AUTOTUNE,
+            )
+            .ignore_errors()
+        )
+        for i, _ in checks.as_numpy_iterator():
+            ok[i] = True
+    bad = [p for p, good in zip(paths, ok, strict=True) if not good]
+    if bad:
+        more = f"\n  ... and {len(bad) - 20} more" if len(bad) > 20 else ""
+        shown = "\n  ".join(bad[:20]) + more
+        warnings.warn(
+            f"Skipping {len(bad)} of {len(paths)} files in {root} that cannot be decoded as "
+            f"images:\n  {shown}",
+            stacklevel=3,
+        )
+    if not ok.any():
+        raise ValueError(f"No decodable images in {root} for this split.")
+    return [p for p, good in zip(paths, ok, strict=True) if good], labels[ok]

@@ -1,0 +1,449 @@
+"""keras_at.data on real files: Debian's Fashion-MNIST, scikit-learn digits, and CIFAR pickles,
+IDX files, image folders and a TFDS directory written by the tests. Nothing is downloaded:
+KERAS_AT_OFFLINE is set and the Keras and TFDS caches point at empty folders."""
+
+import gzip
+import importlib.resources
+import os
+import pickle
+import sys
+import time
+import warnings
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from data_utils import tar_cifar, write_cifar, write_mnist_like
+from PIL import Image
+from sklearn.datasets import load_digits
+
+from keras_at import data
+from keras_at.data import Augmentation, splits
+
+DEBIAN = "/usr/share/datasets/fashion-mnist"
+
+
+@pytest.fixture(autouse=True)
+def offline(tmp_path, monkeypatch):
+    monkeypatch.setenv("KERAS_AT_OFFLINE", "1")
+    monkeypatch.setenv("KERAS_HOME", str(tmp_path / "keras_home"))
+    monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path / "tfds"))
+
+
+def collect(dataset):
+    """All batches of a dataset as (images, labels) numpy arrays."""
+    images, labels = zip(*[(x.numpy(), y.numpy()) for x, y in dataset], strict=True)
+    return np.concatenate(images), np.concatenate(labels)
+
+
+def pixels(images, name):
+    """Undoes the normalisation: back to 0..255."""
+    info = data.info(name)
+    return (images * np.asarray(info.std) + np.asarray(info.mean)) * 255
+
+
+def raw_idx(path):
+    with gzip.open(path, "rb") as f:
+        raw = f.read()
+    ndim = raw[3]
+    shape = [int.from_bytes(raw[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim)]
+    return np.frombuffer(raw, np.uint8, offset=4 + 4 * ndim).reshape(shape)
+
+
+# === Fashion-MNIST from Debian's dataset-fashion-mnist ===
+
+needs_debian = pytest.mark.skipif(
+    not os.path.isdir(DEBIAN) and not os.environ.get("CI"),
+    reason="apt-get install dataset-fashion-mnist (CI installs it, so there this fails instead)",
+)
+
+
+@needs_debian
+def test_fashion_mnist_test_split_matches_raw_idx_files():
+    images, labels = collect(data.load("fashion_mnist", "test", batch_size=500, limit=2000))
+    assert images.shape == (2000, 28, 28, 1) and images.dtype == np.float32
+    assert labels.dtype == np.int32
+    np.testing.assert_array_equal(labels, raw_idx(f"{DEBIAN}/t10k-labels-idx1-ubyte.gz")[:2000])
+    raw = raw_idx(f"{DEBIAN}/t10k-images-idx3-ubyte.gz")[:2000, :, :, None]
+    np.testing.assert_allclose(pixels(images, "fashion_mnist"), raw, atol=1e-3)
+
+
+@needs_debian
+def test_fashion_mnist_train_is_normalised_and_shuffled():
+    dataset = data.load("fashion_mnist", "train[:3000]", batch_size=1000, augment=False, seed=0)
+    images, labels = collect(dataset)
+    assert abs(images.mean()) < 0.05 and abs(images.std() - 1) < 0.05
+    source = raw_idx(f"{DEBIAN}/train-labels-idx1-ubyte.gz")[:3000]
+    assert not np.array_equal(labels, source)  # train is shuffled by default
+    np.testing.assert_array_equal(np.sort(labels), np.sort(source))
+
+
+# === scikit-learn digits ===
+
+
+def test_digits_split_is_first_80_percent_upsampled_to_32():
+    target = load_digits().target
+    train_images, train_labels = collect(data.load("digits", shuffle=False, augment=False))
+    test_images, test_labels = collect(data.load("digits", "test"))
+    assert train_images.shape == (1437, 32, 32, 1) and test_images.shape == (360, 32, 32, 1)
+    np.testing.assert_array_equal(train_labels, target[:1437])
+    np.testing.assert_array_equal(test_labels, target[1437:])
+    assert abs(train_images.mean()) < 1e-3 and abs(train_images.std() - 1) < 1e-3
+    info = data.info("digits")
+    assert info.image_shape == (32, 32, 1) and info.num_classes == 10
+    assert not info.augmentation.flip  # a flipped digit is another digit
+
+
+def test_image_size_resizes():
+    images, _ = next(iter(data.load("digits", "test", image_size=(8, 12), batch_size=4)))
+    assert images.shape == (4, 8, 12, 1)
+    images, _ = next(iter(data.load("digits", "test", image_size=20, batch_size=4)))
+    assert images.shape == (4, 20, 20, 1)
+
+
+# === Split slicing and limit ===
+
+
+@pytest.mark.parametrize(
+    "spec, expected",
+    [
+        ("train[:10%]", slice(0, 144)),
+        ("train[-5:]", slice(1432, 1437)),
+        ("train[100:110]", slice(100, 110)),
+        ("train[90%:]", slice(1293, 1437)),
+    ],
+)
+def test_slicing(spec, expected):
+    _, labels = collect(data.load("digits", spec, shuffle=False))
+    np.testing.assert_array_equal(labels, load_digits().target[expected])
+
+
+def test_union_of_splits():
+    _, labels = collect(data.load("digits", "train[:5]+test[-3:]", shuffle=False))
+    target = load_digits().target
+    np.testing.assert_array_equal(labels, np.concatenate([target[:5], target[-3:]]))
+
+
+@pytest.mark.parametrize("spec", ["train[:90%]", "train[33%:-7%]", "test[-12.5%:]", "train[5:-5]"])
+def test_slicing_matches_tfds(spec):
+    tfds = pytest.importorskip("tensorflow_datasets")
+    sizes = {"train": 1437, "test": 360}
+    infos = {name: type("SplitInfo", (), {"num_examples": n}) for name, n in sizes.items()}
+    (absolute,) = tfds.core.ReadInstruction.from_spec(spec).to_absolute(infos)
+    ((name, positions),) = splits.select(splits.parse(spec), sizes)
+    assert name == absolute.splitname
+    assert range(sizes[name])[positions] == range(sizes[name])[absolute.from_ : absolute.to]
+
+
+@pytest.mark.parametrize(
+    "spec, message",
+    [
+        ("train[:200%]", "out of range"),
+        ("validation", "has splits"),
+        ("train[:5", "Unrecognised split"),
+        ("train[1:50%]", "mixes percents"),
+        ("train[10:10]", "selects no examples"),
+    ],
+)
+def test_bad_splits(spec, message):
+    with pytest.raises(ValueError, match=message):
+        data.load("digits", spec)
+
+
+def test_limit_keeps_first_examples_before_shuffling():
+    dataset = data.load("digits", limit=50, batch_size=16, seed=1)
+    assert dataset.cardinality() == 4
+    _, labels = collect(dataset)
+    source = load_digits().target[:50]
+    assert not np.array_equal(labels, source)
+    np.testing.assert_array_equal(np.sort(labels), np.sort(source))
+
+
+# === CIFAR python pickles ===
+
+
+@pytest.mark.parametrize("form", ["folder", "parent", "tarball", "tarball_path"])
+def test_cifar10_pickles_in_data_dir(tmp_path, form):
+    expected = write_cifar(tmp_path)
+    data_dir = {
+        "folder": tmp_path / "cifar-10-batches-py",
+        "parent": tmp_path,
+        "tarball": tmp_path,
+        "tarball_path": tmp_path / "cifar-10-python.tar.gz",
+    }[form]
+    if form.startswith("tarball"):
+        tar_cifar(tmp_path)
+        (tmp_path / "cifar-10-batches-py").rename(tmp_path / "moved")
+    for split in ("train", "test"):
+        images, labels = collect(
+            data.load("cifar10", split, data_dir=data_dir, shuffle=False, augment=False)
+        )
+        assert images.shape == (len(expected[split][1]), 32, 32, 3)
+        np.testing.assert_array_equal(labels, expected[split][1])
+        np.testing.assert_allclose(pixels(images, "cifar10"), expected[split][0], atol=1e-3)
+
+
+def test_cifar100_reads_fine_labels(tmp_path):
+    expected = write_cifar(tmp_path, "cifar100", per_file=7)
+    _, labels = collect(data.load("cifar100", "test", data_dir=tmp_path))
+    np.testing.assert_array_equal(labels, expected["test"][1])
+    info = data.info("cifar100")
+    assert info.num_classes == len(info.class_names) == 100
+    assert list(info.class_names) == sorted(info.class_names)  # CIFAR-100's label order
+
+
+def test_cifar_from_keras_cache_and_data_dir_first(tmp_path):
+    cache = tmp_path / "keras_home" / "datasets" / "cifar-10-batches-py-target"
+    cached = write_cifar(cache, seed=1)
+    _, labels = collect(data.load("cifar10", "test", shuffle=False))
+    np.testing.assert_array_equal(labels, cached["test"][1])
+    mine = write_cifar(tmp_path / "mine", seed=2)
+    _, labels = collect(data.load("cifar10", "test", data_dir=tmp_path / "mine"))
+    np.testing.assert_array_equal(labels, mine["test"][1])
+
+
+def test_corrupt_cifar_pickles_are_named(tmp_path):
+    write_cifar(tmp_path)
+    batch = tmp_path / "cifar-10-batches-py" / "data_batch_3"
+    batch.write_bytes(b"not a pickle")
+    with pytest.raises(ValueError, match="Corrupt CIFAR pickle .*data_batch_3"):
+        data.load("cifar10", data_dir=tmp_path)
+    with open(batch, "wb") as f:
+        pickle.dump({b"data": np.zeros((2, 3000), np.uint8), b"labels": [0, 1]}, f)
+    with pytest.raises(ValueError, match="data_batch_3.*shape"):
+        data.load("cifar10", data_dir=tmp_path)
+
+
+class _Planted:
+    def __reduce__(self):
+        return (print, ("this must never run",))
+
+
+def test_cifar_pickle_cannot_run_code(tmp_path, capsys):
+    write_cifar(tmp_path)
+    with open(tmp_path / "cifar-10-batches-py" / "test_batch", "wb") as f:
+        pickle.dump({b"data": _Planted(), b"labels": []}, f)
+    with pytest.raises(ValueError, match="refusing to load global builtins.print"):
+        data.load("cifar10", "test", data_dir=tmp_path)
+    assert "must never run" not in capsys.readouterr().out
+
+
+# === IDX files and TFDS directories ===
+
+
+def test_idx_files_in_data_dir_win_over_debian(tmp_path):
+    expected = write_mnist_like(tmp_path / "fashion-mnist")
+    images, labels = collect(data.load("fashion_mnist", data_dir=tmp_path, shuffle=False))
+    np.testing.assert_array_equal(labels, expected["train"][1])
+    assert images.shape == (20, 28, 28, 1)
+
+
+def _idx_header(magic, *shape):
+    return magic.to_bytes(4, "big") + b"".join(d.to_bytes(4, "big") for d in shape)
+
+
+@pytest.mark.parametrize(
+    "content, message",
+    [
+        (_idx_header(2052, 20, 28, 28) + bytes(20 * 28 * 28), "magic number 2052, expected 2051"),
+        (_idx_header(2051, 20, 28, 28) + bytes(50), "header says shape"),
+        (_idx_header(2051, 20, 28, 27) + bytes(20 * 28 * 27), "expected 28x28"),
+        (_idx_header(2051, 5, 28, 28) + bytes(5 * 28 * 28), "5 images, 20 labels"),
+        (b"\x00\x00", "magic number None"),
+    ],
+)
+def test_corrupt_idx_files_are_named(tmp_path, content, message):
+    write_mnist_like(tmp_path)
+    (tmp_path / "train-images-idx3-ubyte.gz").write_bytes(gzip.compress(content))
+    with pytest.raises(ValueError, match=f"train-images-idx3-ubyte.gz.*{message}"):
+        data.load("mnist", data_dir=tmp_path)
+    (tmp_path / "train-images-idx3-ubyte.gz").write_bytes(content)  # not gzip at all
+    with pytest.raises(ValueError, match="train-images-idx3-ubyte.gz"):
+        data.load("mnist", data_dir=tmp_path)
+
+
+def test_mnist_npz_in_data_dir(tmp_path):
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (6, 28, 28), dtype=np.uint8)
+    y = rng.integers(0, 10, 6).astype(np.uint8)
+    np.savez(tmp_path / "mnist.npz", x_train=x, y_train=y, x_test=x[:2], y_test=y[:2])
+    images, labels = collect(data.load("mnist", data_dir=tmp_path, shuffle=False, augment=False))
+    np.testing.assert_array_equal(labels, y)
+    np.testing.assert_allclose(pixels(images, "mnist"), x[..., None], atol=1e-3)
+
+
+def test_tfds_data_dir(tmp_path, monkeypatch):
+    tfds = pytest.importorskip("tensorflow_datasets")
+    from tensorflow_datasets.core.dataset_builders.adhoc_builder import store_as_tfds_dataset
+
+    # TFDS's writer imports importlib_resources, a backport that the standard library covers.
+    try:
+        import importlib_resources  # noqa: F401
+    except ImportError:
+        monkeypatch.setitem(sys.modules, "importlib_resources", importlib.resources)
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 256, (9, 28, 28, 1), dtype=np.uint8)
+    y = rng.integers(0, 10, 9)
+    def split(n):
+        return tf.data.Dataset.from_tensor_slices({"image": x[:n], "label": y[:n]})
+
+    store_as_tfds_dataset(
+        name="mnist",
+        version="3.0.1",
+        features=tfds.builder("mnist").info.features,
+        split_datasets={"train": split(9), "test": split(2)},
+        data_dir=tmp_path / "tfds",
+        disable_shuffling=True,
+    )
+    images, labels = collect(data.load("mnist", "train[2:]", shuffle=False, augment=False))
+    np.testing.assert_array_equal(labels, y[2:])
+    np.testing.assert_allclose(pixels(images, "mnist"), x[2:], atol=1e-3)
+
+
+# === Image folders ===
+
+
+def _save(path, colour, size, mode="RGB"):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.new(mode, size, colour).save(path)
+
+
+def test_image_folder_skips_broken_file_with_warning(tmp_path):
+    root = tmp_path / "pets"
+    _save(root / "cat" / "a.png", (255, 0, 0), (40, 30))
+    _save(root / "cat" / "b.jpg", (250, 0, 0), (64, 64))
+    _save(root / "cat" / "nested" / "c.png", 128, (10, 20), mode="L")
+    _save(root / "dog" / "d.bmp", (0, 0, 255), (33, 17))
+    (root / "dog" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n truncated")
+    (root / "dog" / "notes.txt").write_text("not an image, not an image extension")
+    with pytest.warns(UserWarning, match="broken.png") as record:
+        dataset = data.load(root, batch_size=8, shuffle=False, augment=False, image_size=16)
+    assert len(record) == 1
+    images, labels = collect(dataset)
+    assert images.shape == (4, 16, 16, 3)
+    np.testing.assert_array_equal(labels, [0, 0, 0, 1])
+    restored = pixels(images, str(root))
+    np.testing.assert_allclose(restored[0], np.broadcast_to([255, 0, 0], (16, 16, 3)), atol=1)
+    np.testing.assert_allclose(restored[2], np.full((16, 16, 3), 128), atol=1)  # gray -> RGB
+    np.testing.assert_allclose(restored[3], np.broadcast_to([0, 0, 255], (16, 16, 3)), atol=1)
+    info = data.info(root)
+    assert info.class_names == ("cat", "dog") and info.image_shape == (224, 224, 3)
+    with warnings.catch_warnings(record=True):
+        images, _ = next(iter(data.load(root, batch_size=2, seed=0)))  # augmented, 224 default
+    assert images.shape == (2, 224, 224, 3)
+
+
+def test_image_folder_split_subfolders(tmp_path):
+    for split, count in (("train", 3), ("val", 2)):
+        for cls in ("a", "b"):
+            for i in range(count):
+                _save(tmp_path / "ds" / split / cls / f"{i}.png", (i * 40, 0, 0), (8, 8))
+    _, labels = collect(data.load(tmp_path / "ds", "val", image_size=8))
+    np.testing.assert_array_equal(labels, [0, 0, 1, 1])
+    _, labels = collect(data.load("ds", "train[-2:]", data_dir=tmp_path, image_size=8))
+    np.testing.assert_array_equal(np.sort(labels), [1, 1])
+    with pytest.raises(ValueError, match="no 'test' sub-folder"):
+        data.load(tmp_path / "ds", "test")
+    with pytest.raises(ValueError, match="'train' split only"):
+        data.load(tmp_path / "ds" / "val", "test")
+
+
+# === Augmentation ===
+
+
+def _crops_and_flips(image, pad=4):
+    """Every image the CIFAR augmentation can produce from `image`."""
+    padded = np.pad(image, [(pad, pad), (pad, pad), (0, 0)], mode="reflect")
+    h, w = image.shape[:2]
+    crops = [padded[y : y + h, x : x + w] for y in range(2 * pad + 1) for x in range(2 * pad + 1)]
+    return np.stack(crops + [c[:, ::-1] for c in crops])
+
+
+def test_augmentation_is_per_example_within_a_batch(tmp_path):
+    image = np.random.default_rng(0).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    write_cifar(tmp_path, per_file=6, image=image)  # 30 copies of one image
+    images, _ = next(iter(data.load("cifar10", data_dir=tmp_path, batch_size=30, seed=0)))
+    images = np.round(pixels(images.numpy(), "cifar10")).astype(np.int64)
+    candidates = _crops_and_flips(image).reshape(162, -1).astype(np.int64)
+    matches = [int(np.flatnonzero((candidates == x.reshape(-1)).all(1))[0]) for x in images]
+    assert len(set(matches)) >= 10  # 30 draws from 162 outcomes; one crop per batch gives 1
+    assert any(m >= 81 for m in matches) and any(m < 81 for m in matches)  # flipped and not
+
+    for split, augment in (("test", None), ("train", False)):
+        same, _ = collect(data.load("cifar10", split, data_dir=tmp_path, augment=augment))
+        np.testing.assert_allclose(pixels(same, "cifar10") - image, 0, atol=1e-3)
+
+
+def test_augmentation_reproducible_and_new_each_epoch():
+    def epochs(seed, count=2):
+        dataset = data.load("digits", limit=64, batch_size=64, shuffle=False, seed=seed)
+        return [next(iter(dataset))[0].numpy() for _ in range(count)]
+
+    first, second = epochs(3), epochs(3)
+    np.testing.assert_array_equal(first[0], second[0])
+    np.testing.assert_array_equal(first[1], second[1])
+    assert not np.array_equal(first[0], first[1])
+    assert not np.array_equal(first[0], epochs(4, 1)[0])
+
+
+def test_no_flip_augmentation_only_translates():
+    image = np.arange(8 * 8, dtype=np.uint8).reshape(8, 8, 1) * 3
+    augmented, _ = next(
+        iter(
+            data.from_arrays(
+                np.repeat(image[None], 40, 0),
+                np.zeros(40),
+                batch_size=40,
+                augmentation=Augmentation(pad=2, flip=False),
+                mean=(0.0,),
+                std=(1.0,),
+                seed=0,
+            )
+        )
+    )
+    candidates = _crops_and_flips(image, pad=2)[:25].reshape(25, -1)
+    for x in np.round(augmented.numpy() * 255).reshape(40, -1):
+        assert (candidates == x).all(1).any()
+
+
+# === Errors and metadata ===
+
+
+def test_unknown_name_lists_known_names():
+    with pytest.raises(ValueError, match="cifar10.*cifar100.*fashion_mnist.*mnist.*digits"):
+        data.load("imagenet21k")
+
+
+def test_missing_dataset_lists_places_and_fails_fast(tmp_path):
+    start = time.monotonic()
+    with pytest.raises(FileNotFoundError) as error:
+        data.load("cifar100", data_dir=tmp_path / "nowhere")
+    message = str(error.value)
+    for place in (
+        tmp_path / "nowhere",
+        tmp_path / "keras_home" / "datasets" / "cifar-100-python-target",
+        tmp_path / "tfds",
+    ):
+        assert str(place) in message
+    assert "KERAS_AT_OFFLINE" in message and "cifar-100-python.tar.gz" in message
+    assert time.monotonic() - start < 5
+
+
+def test_bad_arguments():
+    with pytest.raises(ValueError, match="batch_size"):
+        data.load("digits", batch_size=0)
+    with pytest.raises(ValueError, match="limit"):
+        data.load("digits", limit=0)
+    with pytest.raises(ValueError, match="augment"):
+        data.load("digits", augment="yes")
+    with pytest.raises(ValueError, match="image_size"):
+        data.load("digits", image_size=(32,))
+
+
+def test_info_constants():
+    cifar = data.info("cifar10")
+    np.testing.assert_allclose(np.multiply(cifar.mean, 255), [125.3, 123.0, 113.9])
+    np.testing.assert_allclose(np.multiply(cifar.std, 255), [63.0, 62.1, 66.7])
+    assert cifar.class_names[0] == "airplane" and cifar.augmentation == Augmentation()
+    fashion = data.info("fashion_mnist")
+    assert fashion.image_shape == (28, 28, 1) and fashion.class_names[-1] == "Ankle boot"
