@@ -1,0 +1,212 @@
+"""Gradient-based AT (eq. 3-6), flip symmetry and the input-gradient penalty in the Distiller.
+
+Every expected number here is measured with the test's own `tf.GradientTape`s, never read
+back from keras_at: J = d/dx of the sum over the batch of per-example cross-entropies, and
+each term is `0.5 * mean_b ||J_b - J'_b||²`.
+"""
+
+import collections
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import keras_at
+
+CE = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+TERM_OF = {"grad_beta": "grad_at_loss", "symmetry_beta": "symmetry_loss",
+           "input_grad_penalty": "input_grad_loss"}
+
+
+def conv_net(width, batch_norm, name, seed, num_classes=4):
+    """Two conv groups (`group0` at 16x16, `group1` at 8x8), global pooling, dense logits."""
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((16, 16, 3))
+    x = inputs
+    for g, stride in enumerate((1, 2)):
+        x = keras.layers.Conv2D(width * (g + 1), 3, strides=stride, padding="same",
+                                use_bias=not batch_norm, name=f"conv{g}")(x)
+        if batch_norm:
+            x = keras.layers.BatchNormalization(name=f"bn{g}")(x)
+        x = keras.layers.Activation("relu", name=f"group{g}")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, keras.layers.Dense(num_classes, name="logits")(x), name=name)
+
+
+def data(n=64, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, 16, 16, 3)).astype("float32"), rng.integers(0, 4, n)
+
+
+def input_gradient(model, x, y, training=False, flip=False):
+    """d/dx of the summed per-example CE; with `flip`, flip(J(flip(x))) (eq. 6)."""
+    x = tf.reverse(tf.constant(x), [2]) if flip else tf.constant(x)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        logits = model(x, training=training)
+        loss = tf.reduce_sum(
+            keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True))
+    jacobian = tape.gradient(loss, x)
+    return tf.reverse(jacobian, [2]) if flip else jacobian
+
+
+def half_sq_distance(a, b=None):
+    diff = a if b is None else a - b
+    return 0.5 * tf.reduce_mean(tf.reduce_sum(tf.square(tf.reshape(diff, (len(diff), -1))), -1))
+
+
+def distances(student, teacher, x, y, training=False):
+    """The three terms, independently: {history key: value}. The teacher is in inference mode."""
+    j_s = input_gradient(student, x, y, training)
+    return {
+        "grad_at_loss": half_sq_distance(j_s, input_gradient(teacher, x, y)),
+        "symmetry_loss": half_sq_distance(j_s, input_gradient(student, x, y, training, True)),
+        "input_grad_loss": half_sq_distance(j_s),
+    }
+
+
+def compiled(distiller, optimizer=None):
+    distiller.compile(optimizer=optimizer or keras.optimizers.SGD(0.1), loss=CE,
+                      metrics=["accuracy"])
+    return distiller
+
+
+@pytest.fixture(scope="module")
+def trained_students():
+    """The same student (same init, data order, optimizer), trained with each term and without."""
+    x, y = data()
+    teacher = conv_net(16, False, "teacher", seed=1)
+    students = {}
+    for weight in (None, *TERM_OF):
+        student = conv_net(8, False, "student", seed=0)
+        kwargs = {weight: 1e3} if weight else {}
+        compiled(keras_at.Distiller(student, teacher, pairs=[], **kwargs)).fit(
+            x, y, batch_size=16, epochs=5, shuffle=False, verbose=0)
+        students[weight] = student
+    return students, teacher, x, y
+
+
+@pytest.mark.parametrize("weight", list(TERM_OF))
+def test_each_term_shrinks_its_own_distance(trained_students, weight):
+    students, teacher, x, y = trained_students
+    term = TERM_OF[weight]
+    with_term = float(distances(students[weight], teacher, x, y)[term])
+    without = float(distances(students[None], teacher, x, y)[term])
+    assert np.isfinite(with_term)
+    assert with_term < 0.7 * without, (term, with_term, without)
+
+
+def test_logged_terms_equal_the_independent_computation_in_inference_mode():
+    x, y = data()
+    student = conv_net(8, True, "student", seed=0)
+    teacher = conv_net(16, True, "teacher", seed=1)
+    distiller = compiled(keras_at.Distiller(student, teacher, pairs=[], grad_beta=1.0,
+                                            symmetry_beta=1.0, input_grad_penalty=1.0))
+    # A few steps, so that BN's moving statistics differ from batch statistics.
+    distiller.fit(x, y, batch_size=16, epochs=1, verbose=0)
+
+    # Two batches: the per-batch means are combined by Keras into the mean over examples.
+    logs = distiller.evaluate(x, y, batch_size=32, verbose=0, return_dict=True)
+
+    expected = distances(student, teacher, x, y, training=False)
+    for term, value in expected.items():
+        assert logs[term] == pytest.approx(float(value), rel=1e-4), term
+    assert logs["task_loss"] == pytest.approx(float(CE(y, student(x, training=False))), rel=1e-5)
+    assert logs["loss"] == pytest.approx(logs["task_loss"] + sum(map(float, expected.values())),
+                                         rel=1e-5)
+    # The check has power: in training mode (batch statistics) the values are different.
+    batch_stats = distances(student, teacher, x, y, training=True)
+    assert all(abs(float(batch_stats[t]) - logs[t]) > 1e-3 * logs[t] for t in expected)
+
+
+@pytest.mark.parametrize("weight", list(TERM_OF))
+def test_second_backprop_reaches_every_weight_through_batch_norm(weight):
+    """One SGD step with and without the term: the difference is -lr * w * d(term)/dW.
+
+    It must be nonzero for every trainable variable (conv kernels, BN gamma and beta,
+    dense kernel and bias) and equal the gradient of the term computed with nested tapes
+    in training mode, as the train step runs.
+    """
+    x, y = data(16)
+    teacher = conv_net(8, True, "teacher", seed=1)
+    lr, w = 0.01, 100.0
+    stepped = {}
+    for value in (0.0, w):
+        student = conv_net(4, True, "student", seed=0)
+        distiller = compiled(keras_at.Distiller(student, teacher, pairs=[], **{weight: value}),
+                             keras.optimizers.SGD(lr))
+        distiller.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0)
+        stepped[value] = [v.numpy() for v in student.trainable_variables]
+
+    student = conv_net(4, True, "student", seed=0)
+    with tf.GradientTape() as outer:
+        term = distances(student, teacher, x, y, training=True)[TERM_OF[weight]]
+    expected = outer.gradient(term, student.trainable_variables)
+
+    for var, g, off, on in zip(student.trainable_variables, expected, stepped[0.0], stepped[w]):
+        assert g is not None, var.path
+        got = (on - off) / (-lr * w)
+        assert np.abs(got).max() > 0, f"the term's gradient does not reach {var.path}"
+        scale = np.abs(g.numpy()).max()
+        np.testing.assert_allclose(got, g.numpy(), rtol=2e-2, atol=2e-2 * scale,
+                                   err_msg=var.path)
+
+
+def traced_step(model, x, y):
+    """The graph of the model's train step, as `fit` traces it (after one real step)."""
+    model.fit(x, y, batch_size=len(x), epochs=1, verbose=0)
+    spec = (tf.TensorSpec(x.shape, tf.float32), tf.TensorSpec(y.shape, tf.int64))
+    return tf.function(model.train_step).get_concrete_function(spec).graph
+
+
+def gradient_ops(graph):
+    return collections.Counter(op.type for op in graph.get_operations()
+                               if op.type.endswith("Grad") or "Backprop" in op.type)
+
+
+def test_all_terms_off_trace_no_inner_tape():
+    x, y = data(16)
+    teacher = conv_net(8, False, "teacher", seed=1)
+    plain = conv_net(8, False, "plain", seed=0)
+    plain.compile(optimizer=keras.optimizers.SGD(0.1), loss=CE)
+    plain_graph = traced_step(plain, x, y)
+    off = compiled(keras_at.Distiller(conv_net(8, False, "s", 0), teacher, pairs=[]))
+    off_graph = traced_step(off, x, y)
+    on = compiled(keras_at.Distiller(conv_net(8, False, "s", 0), teacher, pairs=[],
+                                     grad_beta=1.0))
+    on_graph = traced_step(on, x, y)
+
+    # Off: exactly the backward ops of a plain student step (one backprop), and no
+    # teacher; the rest is the Distiller's loss trackers.
+    assert gradient_ops(off_graph) == gradient_ops(plain_graph)
+    assert not any("teacher" in op.name for op in off_graph.get_operations())
+    assert len(off_graph.get_operations()) < 1.5 * len(plain_graph.get_operations())
+    # On: the student's inner backprop, its second backprop and the teacher's J.
+    on_ops, off_ops = gradient_ops(on_graph), gradient_ops(off_graph)
+    assert on_ops["Conv2DBackpropFilter"] >= 3 * off_ops["Conv2DBackpropFilter"]
+    assert on_ops["ReluGrad"] >= 3 * off_ops["ReluGrad"]
+    assert len(on_graph.get_operations()) > 2 * len(off_graph.get_operations())
+
+
+def test_gradient_terms_combine_with_activation_at_and_kd():
+    x, y = data()
+    student = conv_net(8, True, "student", seed=0)
+    teacher = conv_net(16, True, "teacher", seed=1)
+    weights = dict(beta=100.0, alpha=0.5, grad_beta=10.0, symmetry_beta=10.0,
+                   input_grad_penalty=10.0)
+    distiller = compiled(keras_at.Distiller(student, teacher, **weights))
+    assert distiller.pairs == [("group0", "group0"), ("group1", "group1")]
+    history = distiller.fit(x, y, batch_size=32, epochs=2, validation_data=(x, y), verbose=0)
+
+    terms = ["task_loss", "at_loss", "kd_loss", "grad_at_loss", "symmetry_loss",
+             "input_grad_loss"]
+    expected_keys = {"loss", "accuracy", *terms}
+    assert set(history.history) == expected_keys | {f"val_{k}" for k in expected_keys}
+    for prefix in ("", "val_"):
+        logs = {k: history.history[prefix + k][-1] for k in ["loss", *terms]}
+        assert all(np.isfinite(v) and v > 0 for v in logs.values()), logs
+        total = (0.5 * logs["task_loss"] + 0.5 * logs["kd_loss"] + 100.0 * logs["at_loss"]
+                 + 10.0 * (logs["grad_at_loss"] + logs["symmetry_loss"]
+                           + logs["input_grad_loss"]))
+        assert logs["loss"] == pytest.approx(total, rel=1e-4)
