@@ -1,0 +1,161 @@
+"""Training-step throughput of the Distiller against its parts and against core Keras.
+
+In one process, on the same batch (default 128 × 32×32×3, WRN-16-1 student
+← WRN-16-2 teacher), interleaved: the plain student step, the teacher's
+forward pass, the AT, AT+KD, F-ActT and gradient-AT Distiller steps, and core
+Keras's `keras.distillation.Distiller` with `LogitsDistillation` (the KD step
+a Keras user would otherwise pick). Every variant is timed through Keras's
+own `train_on_batch` / `predict_on_batch`, so each carries the same per-call
+overhead. The order of the variants rotates from round to round and the best
+round counts, because this machine's timings wander by several percent.
+
+Usage:
+    python benchmarks/throughput.py                  # prints a markdown table
+    python benchmarks/throughput.py --rounds 5 --steps 10 --out docs/throughput.md
+    python benchmarks/throughput.py --memory         # also peak RSS per variant
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+import keras_at  # noqa: E402
+from keras_at.models import wide_resnet  # noqa: E402
+
+VARIANTS = ("student", "teacher_forward", "at", "at_kd", "hint", "grad_at", "core_kd")
+CE = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+# The authors' PyTorch code (attention-transfer, cifar.py) measured on this 2-core CPU.
+AUTHORS = {"student": 174.0, "teacher_forward": 148.0, "at": 336.0}
+
+
+def sgd():
+    return keras.optimizers.SGD(0.1, momentum=0.9)
+
+
+def build(variant, args):
+    """(callable running one step, model) for a variant; each owns fresh models."""
+    keras.utils.set_random_seed(0)
+    shape = (args.size, args.size, 3)
+    student = wide_resnet(16, 1, input_shape=shape)
+    teacher = wide_resnet(16, 2, input_shape=shape)
+    if variant == "student":
+        student.compile(optimizer=sgd(), loss=CE)
+        return student.train_on_batch
+    if variant == "teacher_forward":
+        return lambda x, y: teacher.predict_on_batch(x)
+    if variant == "core_kd":
+        from keras.distillation import Distiller, LogitsDistillation
+
+        core = Distiller(teacher=teacher, student=student,
+                         distillation_losses=LogitsDistillation(temperature=4.0),
+                         student_loss_weight=0.1)
+        core.compile(optimizer=sgd(), loss=CE)
+        return core.train_on_batch
+    weights = {"at": {}, "at_kd": {"alpha": 0.9}, "hint": {"beta": 0.0, "hint_beta": 1e3},
+               "grad_at": {"beta": 0.0, "grad_beta": 1.0}}[variant]
+    pairs = [] if variant == "grad_at" else "auto"
+    distiller = keras_at.Distiller(student, teacher, pairs=pairs, **weights)
+    distiller.compile(optimizer=sgd(), loss=CE)
+    return distiller.train_on_batch
+
+
+def time_steps(step, x, y, steps):
+    start = time.perf_counter()
+    for _ in range(steps):
+        step(x, y)
+    return (time.perf_counter() - start) / steps
+
+
+def measure(args, variants):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(args.batch, args.size, args.size, 3)).astype("float32")
+    y = rng.integers(0, 10, size=args.batch)
+    steps = {v: build(v, args) for v in variants}
+    for step in steps.values():
+        time_steps(step, x, y, args.warmup)
+    best = {v: float("inf") for v in variants}
+    for r in range(args.rounds):
+        order = variants[r % len(variants):] + variants[: r % len(variants)]
+        for v in order:
+            best[v] = min(best[v], time_steps(steps[v], x, y, args.steps))
+    return best
+
+
+def peak_rss_mb(variant, args):
+    """Peak RSS of a fresh process that builds and runs one variant."""
+    cmd = [sys.executable, __file__, "--only", variant, "--rounds", "1", "--steps", "3",
+           "--warmup", "1", "--batch", str(args.batch), "--size", str(args.size), "--json"]
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+    return json.loads(out.stdout.strip().splitlines()[-1])["peak_rss_mb"]
+
+
+def report(best, args, rss=None):
+    ms = {v: 1e3 * t for v, t in best.items()}
+    rows = ["| variant | ms/step | images/s |" + (" peak RSS (MB) |" if rss else ""),
+            "|---|---:|---:|" + ("---:|" if rss else "")]
+    for v, t in ms.items():
+        row = f"| {v} | {t:.1f} | {args.batch / t * 1e3:.0f} |"
+        rows.append(row + (f" {rss[v]:.0f} |" if rss else ""))
+    both = ms["student"] + ms["teacher_forward"]
+    ratios = [
+        ("AT / (student step + teacher forward)", ms["at"] / both, "<= 0.95"),
+        ("AT+KD / core Keras KD", ms["at_kd"] / ms["core_kd"], "<= 1.00"),
+        ("AT+KD / AT", ms["at_kd"] / ms["at"], "<= 1.02"),
+        ("F-ActT / AT", ms["hint"] / ms["at"], ""),
+        ("grad-AT / plain student", ms["grad_at"] / ms["student"], "<= 3.0"),
+        ("core Keras KD / (student step + teacher forward)", ms["core_kd"] / both, ""),
+    ]
+    if args.batch == 128 and args.size == 32:
+        ratios.append(("AT images/s / authors' PyTorch AT images/s", AUTHORS["at"] / ms["at"],
+                       ">= 1.25"))
+    rows += ["", "| ratio | measured | goal |", "|---|---:|---|"]
+    rows += [f"| {name} | {value:.2f} | {goal} |" for name, value, goal in ratios]
+    rows += ["", f"batch {args.batch}, {args.size}x{args.size}x3, WRN-16-1 <- WRN-16-2, best of "
+                 f"{args.rounds} rounds x {args.steps} steps, keras {keras.__version__}, "
+                 f"{os.cpu_count()} CPU cores; authors' PyTorch AT step here: "
+                 f"{AUTHORS['at']:.0f} ms"]
+    return "\n".join(rows)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--size", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=4)
+    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--memory", action="store_true", help="peak RSS per variant (slower)")
+    parser.add_argument("--only", choices=VARIANTS, help=argparse.SUPPRESS)
+    parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--out", help="also write the table to this markdown file")
+    args = parser.parse_args()
+    variants = (args.only,) if args.only else VARIANTS
+    best = measure(args, list(variants))
+    if args.json:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        print(json.dumps({"ms": {v: 1e3 * t for v, t in best.items()}, "peak_rss_mb": peak}))
+        return
+    rss = {v: peak_rss_mb(v, args) for v in variants} if args.memory else None
+    table = report(best, args, rss)
+    print(table)
+    if args.out:
+        if os.path.exists(args.out):
+            print(f"{args.out} exists; overwriting it with this run's table.")
+        with open(args.out, "w") as f:
+            f.write(table + "\n")
+
+
+if __name__ == "__main__":
+    main()
