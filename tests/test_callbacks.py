@@ -77,6 +77,16 @@ def test_scheduled_beta_is_logged_and_zero_removes_the_at_term():
         assert history["loss"][epoch] == pytest.approx(history["task_loss"][epoch], rel=1e-6)
 
 
+def test_scheduling_a_term_on_adds_it_from_that_epoch():
+    model = distiller(beta=0.0)
+    x, y = data(8)
+    schedule = BetaScheduler(lambda epoch, beta: 0.0 if epoch == 0 else 1e3)
+    history = model.fit(x, y, batch_size=8, epochs=2, callbacks=[schedule], verbose=0).history
+    assert history["beta"] == [0.0, 1e3]
+    assert history["loss"][0] == pytest.approx(history["task_loss"][0], rel=1e-6)
+    assert history["loss"][1] > history["task_loss"][1] + 1.0
+
+
 def test_beta_decay_and_scheduling_another_weight():
     model = distiller(beta=1e3, alpha=0.5)
     x, y = data(8)
