@@ -29,6 +29,9 @@ LOGITS_KEY = "logits"
 _GROUP = re.compile(r"group(\d+)")
 _MERGES = (keras.layers.Add, keras.layers.Concatenate)
 _ACTIVATIONS = (keras.layers.Activation, keras.layers.ReLU)
+_CONVOLUTIONS = (keras.layers.Conv2D, keras.layers.DepthwiseConv2D, keras.layers.SeparableConv2D)
+# Their output sizes (MobileNetV2's 49x49 `block_1_pad`) are not resolutions of the network.
+_PADDING = (keras.layers.ZeroPadding2D, keras.layers.Cropping2D)
 
 
 @dataclass(frozen=True)
@@ -159,31 +162,80 @@ def build_tap(model, names, role: str):
     return keras.Model(inputs, [logits, *features], name=f"{model.name}_{role}_tap")
 
 
+def _links(model) -> tuple[dict, dict]:
+    """({id(layer): parent layers}, {id(layer): consumer layers}) within `model`."""
+    members = {id(layer) for layer in model.layers}
+    parents, consumers = {}, {}
+    for layer in model.layers:
+        for node in layer._inbound_nodes:
+            for parent in node.parent_nodes:
+                if id(parent.operation) in members:
+                    parents.setdefault(id(layer), []).append(parent.operation)
+                    consumers.setdefault(id(parent.operation), []).append(layer)
+    return parents, consumers
+
+
+def _learned(model, parents: dict) -> set:
+    """ids of the layers whose output some weighted layer computed or precedes.
+
+    Preprocessing (`Rescaling`, `Normalization`, resizing) only transforms the
+    image: an attention map of it is not a feature of the network.
+    """
+    learned = set()
+    for layer in model.layers:  # topological order
+        weighted = bool(layer.weights) and not isinstance(layer, keras.layers.Normalization)
+        if weighted or any(id(p) in learned for p in parents.get(id(layer), ())):
+            learned.add(id(layer))
+    return learned
+
+
 def _block_outputs(model, role: str) -> dict:
     """{(H, W): name} of the last block output at each spatial resolution.
 
-    The last residual merge (`Add`/`Concatenate`) at a resolution, or, where
-    a merge feeds an activation directly (post-activation ResNets), that
-    activation; else the last 4-D layer. A pre-activation BN/ReLU that opens
-    the next group is never chosen when a merge exists.
+    A block output is a residual merge (`Add`/`Concatenate`); the activation a
+    merge feeds directly (post-activation ResNets: ResNet50's
+    `convN_blockM_out`); or, in a network with merges, a linear bottleneck: a
+    BatchNormalization read directly by a convolution, which is how an
+    inverted-residual block without a shortcut ends (MobileNetV2's
+    `block_N_project_BN`, the last block of its stem resolution and of its
+    last stage). Where a resolution has no block output, the last 4-D layer
+    there. A pre-activation BN/ReLU that opens the next group is never
+    chosen when a block output exists. Never candidates: padding and
+    cropping layers (their sizes are not resolutions of the network),
+    preprocessing before any weighted layer, and 1x1 maps (squeeze-excitation,
+    convolutional heads), whose normalised attention is a constant.
     """
-    infos = list_features(model, role)
-    last_any, last_merge = {}, {}
+    parents, consumers = _links(model)
+    learned = _learned(model, parents)
+    infos = [
+        info
+        for info in list_features(model, role)
+        if not isinstance(info.layer, _PADDING)
+        and (info.layer is None or id(info.layer) in learned)
+        and tuple(info.shape[:2]) != (1, 1)
+    ]
+    has_merges = any(isinstance(info.layer, _MERGES) for info in infos)
+    last_any, last_block = {}, {}
     previous = None
     for info in infos:
         resolution = info.shape[:2]
         last_any[resolution] = info.name
-        if isinstance(info.layer, _MERGES):
-            last_merge[resolution] = info.name
-        elif (
-            isinstance(info.layer, _ACTIVATIONS)
+        layer = info.layer
+        post_activation = (
+            isinstance(layer, _ACTIVATIONS)
             and previous is not None
             and isinstance(previous.layer, _MERGES)
-            and info.layer.input is previous.layer.output
-        ):
-            last_merge[resolution] = info.name
+            and [id(p) for p in parents.get(id(layer), ())] == [id(previous.layer)]
+        )
+        linear_bottleneck = (
+            has_merges
+            and isinstance(layer, keras.layers.BatchNormalization)
+            and any(isinstance(c, _CONVOLUTIONS) for c in consumers.get(id(layer), ()))
+        )
+        if isinstance(layer, _MERGES) or post_activation or linear_bottleneck:
+            last_block[resolution] = info.name
         previous = info
-    return {res: last_merge.get(res, name) for res, name in last_any.items()}
+    return {res: last_block.get(res, name) for res, name in last_any.items()}
 
 
 def _group_names(model) -> dict:
