@@ -1,0 +1,320 @@
+"""What the example scripts share: arguments, run directories, the paper's optimizer, the epoch log.
+
+Every script trains through `fit` below, so the recipe (SGD with momentum, a step-decayed
+learning rate, weight decay inside the models), the rule that a run directory is never
+overwritten silently, `--resume`, and the per-epoch `history.json` are written once.
+
+A run directory holds `args.json` (the arguments it was started with), `history.json` (every
+epoch of every phase), `logs/<phase>/` (TensorBoard, attention maps under `attention/`),
+`<phase>.keras` for each finished phase, and `backup_<phase>/` while a phase is running
+(`keras.callbacks.BackupAndRestore`, removed when the phase ends).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import time
+
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import keras  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+import keras_at  # noqa: E402
+from keras_at.callbacks import AttentionMapLogger, BetaDecay  # noqa: E402
+
+# Arguments that may differ between a run and its `--resume`.
+RESUME_FREE = ("resume", "overwrite", "verbose")
+
+WEIGHT_DECAY_HELP = (
+    "coupled L2 weight decay, as Torch's SGD(weight_decay=) in the paper's code: every model "
+    "parameter carries an L2 penalty whose gradient wd*w joins the loss gradient before "
+    "momentum (the models' weight_decay= argument). keras.optimizers.SGD(weight_decay=) is "
+    "not used: it is decoupled and, with momentum 0.9, about 10x weaker"
+)
+
+
+def int_list(text: str) -> tuple[int, ...]:
+    """`"60,120,160"` -> `(60, 120, 160)`; `""` -> `()`."""
+    try:
+        return tuple(int(t) for t in text.split(",") if t.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected comma-separated integers, got {text!r}"
+        ) from None
+
+
+def parse_pairs(text: str):
+    """`"auto"`, or `"group1,group2"` / `"s_layer:t_layer,..."` -> a `Distiller` `pairs` list."""
+    if text == "auto":
+        return "auto"
+    pairs = []
+    for item in text.split(","):
+        student, _, teacher = item.strip().partition(":")
+        if not student:
+            raise argparse.ArgumentTypeError(f"empty layer name in --pairs {text!r}")
+        pairs.append((student, teacher or student))
+    return pairs
+
+
+# === Arguments ===
+
+
+def add_training_args(parser: argparse.ArgumentParser, **defaults) -> None:
+    """The optimisation and bookkeeping flags; `defaults` overrides the paper's CIFAR values."""
+    d = {
+        "epochs": 200, "batch_size": 128, "lr": 0.1, "lr_epochs": "60,120,160",
+        "lr_decay": 0.2, "momentum": 0.9, "weight_decay": 5e-4, **defaults,
+    }
+    g = parser.add_argument_group("training (defaults: the paper's CIFAR recipe)")
+    g.add_argument("--epochs", type=int, default=d["epochs"])
+    g.add_argument("--batch-size", type=int, default=d["batch_size"])
+    g.add_argument("--lr", type=float, default=d["lr"], help="initial SGD learning rate")
+    g.add_argument("--lr-epochs", type=int_list, default=int_list(d["lr_epochs"]),
+                   help="epochs (from 0) at whose start the learning rate is multiplied by "
+                   "--lr-decay, e.g. 60,120,160")
+    g.add_argument("--lr-decay", type=float, default=d["lr_decay"])
+    g.add_argument("--momentum", type=float, default=d["momentum"],
+                   help="SGD momentum (not Nesterov)")
+    g.add_argument("--weight-decay", type=float, default=d["weight_decay"],
+                   help=WEIGHT_DECAY_HELP)
+    g.add_argument("--seed", type=int, default=0,
+                   help="seeds weight initialisation, shuffling and augmentation")
+    g.add_argument("--limit", type=int, default=None,
+                   help="train on the first N training examples only")
+    g.add_argument("--test-limit", type=int, default=None,
+                   help="evaluate on the first N test examples only (a fixed subset)")
+    g.add_argument("--verbose", type=int, default=2, choices=(0, 1, 2),
+                   help="Keras fit verbosity: 2 prints one line per epoch")
+    r = parser.add_argument_group("run directory")
+    r.add_argument("--out", default=None,
+                   help="run directory (default: a new runs/<script>-<time> folder)")
+    r.add_argument("--resume", action="store_true",
+                   help="continue the interrupted run in --out, with the same arguments")
+    r.add_argument("--overwrite", action="store_true",
+                   help="delete an existing --out and start again")
+
+
+def add_transfer_args(parser: argparse.ArgumentParser, beta: float = 1e3,
+                      pairs: str = "auto") -> None:
+    """The Distiller's loss weights and attention mapping function."""
+    g = parser.add_argument_group("transfer (the Distiller)")
+    g.add_argument("--beta", type=float, default=beta,
+                   help="attention-transfer weight: the loss adds beta * sum of at_loss over "
+                   "pairs (paper: 1e3; 0 turns AT off)")
+    g.add_argument("--alpha", type=float, default=0.0,
+                   help="knowledge-distillation weight: (1-alpha)*task + alpha*KD "
+                   "(paper: 0.9; 0 turns KD off)")
+    g.add_argument("--temperature", type=float, default=4.0, help="KD temperature (paper: 4)")
+    g.add_argument("--beta-decay", type=float, default=None,
+                   help="multiply beta by this at each --lr-epochs epoch (default: 0.2 when "
+                   "AT is combined with KD, as in the paper; 1 never decays)")
+    g.add_argument("--attention", default="sum", choices=("sum", "mean", "max"),
+                   help="reduction over channels of the attention map |A|^p (Table 2)")
+    g.add_argument("--p", type=float, default=2.0, help="exponent p of the attention map")
+    g.add_argument("--pairs", type=parse_pairs, default=parse_pairs(pairs),
+                   help="'auto' (every group), or layers to pair, e.g. group1,group2 or "
+                   "student_layer:teacher_layer,...")
+    g.add_argument("--hint-beta", type=float, default=0.0,
+                   help="full-activation transfer weight (F-ActT, FitNets-style hints)")
+
+
+def transfers(args) -> bool:
+    """Whether the student learns from a teacher at all."""
+    return args.beta > 0 or args.alpha > 0 or args.hint_beta > 0
+
+
+def distiller(student, teacher, args) -> keras_at.Distiller:
+    return keras_at.Distiller(
+        student, teacher, pairs=args.pairs, beta=args.beta, p=args.p,
+        reduction=args.attention, alpha=args.alpha, temperature=args.temperature,
+        hint_beta=args.hint_beta,
+    )
+
+
+def beta_schedule(args) -> list:
+    """`[BetaDecay]` at the learning-rate epochs when beta decays, else `[]`."""
+    factor = args.beta_decay
+    if factor is None:
+        factor = 0.2 if args.beta > 0 and args.alpha > 0 else 1.0
+    if factor == 1.0 or args.beta == 0 or not args.lr_epochs:
+        return []
+    return [BetaDecay(factor=factor, epochs=args.lr_epochs)]
+
+
+# === Run directories ===
+
+
+def default_out(script: str) -> str:
+    return os.path.join("runs", f"{script}-{time.strftime('%Y%m%d-%H%M%S')}")
+
+
+def prepare_run_dir(args, script: str) -> str:
+    """Creates (or, with --resume, checks) the run directory and records the arguments.
+
+    An existing non-empty directory is refused unless `--resume` (same arguments, continue)
+    or `--overwrite` (delete it first) is given.
+    """
+    out = args.out or default_out(script)
+    if args.resume and args.overwrite:
+        sys.exit("--resume and --overwrite exclude each other.")
+    config = {k: v for k, v in vars(args).items() if k not in RESUME_FREE}
+    config = json.loads(json.dumps(config))  # tuples -> lists, as read back from the file
+    path = os.path.join(out, "args.json")
+    exists = os.path.isdir(out) and bool(os.listdir(out))
+    if exists and args.overwrite:
+        shutil.rmtree(out)
+    elif exists and not args.resume:
+        sys.exit(
+            f"Run directory {out} already exists and is not empty; refusing to overwrite it. "
+            "Pass --resume to continue that run, --overwrite to replace it, or another --out."
+        )
+    elif exists and os.path.isfile(path):
+        with open(path) as f:
+            saved = json.load(f)
+        changed = {k: (saved.get(k), v) for k, v in config.items() if saved.get(k) != v}
+        changed.pop("out", None)
+        if changed:
+            diff = ", ".join(f"{k}: run has {a!r}, given {b!r}" for k, (a, b) in changed.items())
+            sys.exit(f"--resume needs the arguments the run in {out} was started with ({diff}).")
+    elif args.resume:
+        print(f"--resume: nothing to resume in {out}; starting a new run.")
+    os.makedirs(out, exist_ok=True)
+    with open(path, "w") as f:
+        json.dump({**config, "out": out}, f, indent=1)
+    return out
+
+
+def read_json(path: str, default=None):
+    if not os.path.isfile(path):
+        return default
+    with open(path) as f:
+        return json.load(f)
+
+
+def write_json(path: str, value) -> None:
+    """Writes through a temporary file, so a killed process never leaves half a file."""
+    tmp = f"{path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(value, f, indent=1)
+    os.replace(tmp, path)
+
+
+# === Optimizer ===
+
+
+def sgd(args, steps_per_epoch: int) -> keras.optimizers.SGD:
+    """The paper's SGD: momentum, no Nesterov, lr x `lr_decay` at each of `lr_epochs`.
+
+    The schedule is per step (the optimizer's iteration counter), so it resumes with the
+    optimizer's state. Weight decay is not here: it is in the models (see WEIGHT_DECAY_HELP).
+    """
+    lr = args.lr
+    if args.lr_epochs:
+        # The counter is the number of steps already taken: the first step of epoch e is e * n.
+        boundaries = [e * steps_per_epoch - 1 for e in args.lr_epochs]
+        values = [args.lr * args.lr_decay**i for i in range(len(boundaries) + 1)]
+        lr = keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
+    return keras.optimizers.SGD(lr, momentum=args.momentum, nesterov=False)
+
+
+# === Callbacks ===
+
+
+class TestError(keras.callbacks.Callback):
+    """Logs `test_loss` and `test_error` of the network being trained (a Distiller's student).
+
+    Only the student runs, in inference mode: a Distiller's own `validation_data` would also
+    run the teacher to report the transfer terms, which the error does not need.
+    """
+
+    def __init__(self, data: tf.data.Dataset):
+        super().__init__()
+        self.data = data
+        self._step = None
+
+    def on_train_begin(self, logs=None):
+        network = getattr(self.model, "student", self.model)
+
+        @tf.function
+        def step(x, y):
+            logits = tf.cast(network(x, training=False), "float32")
+            loss = keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)
+            wrong = tf.argmax(logits, axis=-1, output_type=tf.int32) != tf.cast(y, tf.int32)
+            return tf.reduce_sum(loss), tf.reduce_sum(tf.cast(wrong, "float32"))
+
+        self._step = step
+
+    def evaluate(self) -> dict:
+        total_loss = total_wrong = count = 0.0
+        for x, y in self.data:
+            loss, wrong = self._step(x, y)
+            total_loss, total_wrong = total_loss + float(loss), total_wrong + float(wrong)
+            count += int(tf.shape(y)[0])
+        return {"test_loss": total_loss / count, "test_error": total_wrong / count}
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs.update(self.evaluate())
+
+
+class EpochLog(keras.callbacks.Callback):
+    """Writes every epoch's logs, learning rate and wall time to `history.json` under `phase`.
+
+    Placed before `BackupAndRestore`, so an epoch is in the file before its backup exists; after
+    a resume, the epochs that are run again replace their earlier records.
+    """
+
+    def __init__(self, path: str, phase: str):
+        super().__init__()
+        self.path, self.phase = path, phase
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.time()
+        self._lr = float(keras.ops.convert_to_numpy(self.model.optimizer.learning_rate))
+
+    def on_epoch_end(self, epoch, logs=None):
+        history = read_json(self.path, {})
+        records = [r for r in history.get(self.phase, []) if r["epoch"] <= epoch]
+        record = {"epoch": epoch + 1, **{k: float(v) for k, v in (logs or {}).items()}}
+        record["lr"] = self._lr  # at the epoch's first step
+        record["seconds"] = time.time() - self._start
+        history[self.phase] = records + [record]
+        write_json(self.path, history)
+
+
+def fit(model, train, test, run_dir: str, phase: str, epochs: int, verbose: int = 2,
+        schedules=(), attention_images=None) -> list[dict]:
+    """Trains `model` (compiled) for `epochs`, resumable; returns the phase's epoch records.
+
+    Callback order matters: schedules and the test error write into the epoch logs before
+    the log file, TensorBoard and the progress bar read them, and the backup comes last.
+    """
+    log_dir = os.path.join(run_dir, "logs", phase)
+    history_path = os.path.join(run_dir, "history.json")
+    callbacks = [TestError(test), *schedules, EpochLog(history_path, phase),
+                 keras.callbacks.TensorBoard(log_dir, write_graph=False)]
+    if attention_images is not None and getattr(model, "pairs", None):
+        callbacks.append(AttentionMapLogger(log_dir, attention_images))
+    callbacks.append(keras.callbacks.BackupAndRestore(os.path.join(run_dir, f"backup_{phase}")))
+    model.fit(train, epochs=epochs, callbacks=callbacks, verbose=verbose)
+    return read_json(history_path)[phase]
+
+
+def compile_classifier(model, optimizer) -> None:
+    model.compile(
+        optimizer=optimizer,
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+
+
+def first_images(data: tf.data.Dataset, count: int = 8):
+    """The first `count` images of a dataset: the fixed batch whose attention maps are logged."""
+    images, _ = next(iter(data))
+    return images[:count]

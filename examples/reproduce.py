@@ -1,0 +1,260 @@
+"""Table 1 as a multi-seed grid: WRN-16-1 alone, with AT, KD and AT+KD from one WRN-16-2 teacher.
+
+The teacher is trained once; then, for every seed, the student is trained four times with the
+same initialisation and data order, each run a call of examples/cifar.py. The run directory
+gets results.md (median and spread of the final test error per method, the paper's Table 1
+numbers beside them), results.json (every run, every epoch) and results.png (test error per
+epoch for each method: median line, min-max band), plus one cifar.py run directory per run.
+
+    python examples/reproduce.py --quick              # `make demo`: Fashion-MNIST subset, CPU
+    python examples/reproduce.py --seeds 5            # Table 1 on CIFAR-10 (a GPU, ~days on one)
+
+--quick trains on a subset of Fashion-MNIST (or of scikit-learn's digits when Fashion-MNIST is
+not on disk) for a few epochs and finishes in about 15 minutes on 2 CPU cores. Its numbers are
+not the paper's: they only show whether AT lowers the error of the same student under the same
+budget. The paper's numbers need the full recipe on CIFAR-10.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+import _common  # noqa: E402
+import cifar  # noqa: E402
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+
+from keras_at import data  # noqa: E402
+
+# Table 1 of the paper, WRN-16-1 student and WRN-16-2 teacher on CIFAR-10: median of 5 runs.
+PAPER = {"teacher": 6.31, "student": 8.77, "AT": 7.93, "F-ActT": 8.51, "KD": 7.41, "AT+KD": 7.51}
+# cifar.py flags of each method; AT+KD decays beta at the learning-rate epochs (cifar.py's rule).
+METHODS = {
+    "student": ["--beta", "0"],
+    "AT": ["--beta", "1e3"],
+    "KD": ["--beta", "0", "--alpha", "0.9"],
+    "AT+KD": ["--beta", "1e3", "--alpha", "0.9"],
+}
+# The paper's recipe (Table 1), and the CPU budget of --quick.
+FULL = {
+    "dataset": "cifar10", "limit": None, "test_limit": None, "epochs": 200,
+    "teacher_epochs": 200, "lr_epochs": "60,120,160", "batch_size": 128, "seeds": 5,
+}
+QUICK = {
+    "dataset": "fashion_mnist", "limit": 1000, "test_limit": 2000, "epochs": 15,
+    "teacher_epochs": 15, "lr_epochs": "9,12", "batch_size": 64, "seeds": 3,
+}
+
+
+def parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--quick", action="store_true",
+                   help=f"the CPU budget: {', '.join(f'{k}={v}' for k, v in QUICK.items())}")
+    p.add_argument("--dataset", choices=("cifar10", "cifar100", "fashion_mnist", "digits"))
+    p.add_argument("--seeds", type=int, help="runs per method, seeds 0..N-1")
+    p.add_argument("--methods", type=lambda t: t.split(","), default=list(METHODS),
+                   help=f"comma-separated subset of {','.join(METHODS)}")
+    p.add_argument("--epochs", type=int, help="student epochs")
+    p.add_argument("--teacher-epochs", type=int)
+    p.add_argument("--lr-epochs", help="epochs at whose start the learning rate is x0.2")
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--limit", type=int, help="training examples (the first N)")
+    p.add_argument("--test-limit", type=int, help="test examples (the first N, fixed)")
+    p.add_argument("--depth", type=int, default=16)
+    p.add_argument("--width", type=int, default=1)
+    p.add_argument("--teacher-depth", type=int, default=16)
+    p.add_argument("--teacher-width", type=int, default=2)
+    p.add_argument("--verbose", type=int, default=0, choices=(0, 1, 2))
+    p.add_argument("--out", help="run directory (default: a new runs/reproduce-<time> folder)")
+    p.add_argument("--resume", action="store_true", help="finish an interrupted grid in --out")
+    p.add_argument("--overwrite", action="store_true", help="delete an existing --out first")
+    return p
+
+
+def settle(args) -> dict:
+    """The budget: --quick's or the paper's, with every explicitly given flag on top."""
+    budget = dict(QUICK if args.quick else FULL)
+    budget.update({k: getattr(args, k) for k in budget if getattr(args, k) is not None})
+    unknown = set(args.methods) - set(METHODS)
+    if unknown:
+        sys.exit(f"Unknown --methods {sorted(unknown)}; expected some of {list(METHODS)}.")
+    if args.quick and args.dataset is None and not on_disk("fashion_mnist"):
+        print("Fashion-MNIST is not on disk (apt-get install dataset-fashion-mnist); "
+              "using scikit-learn's digits instead.")
+        budget["dataset"] = "digits"
+    return budget
+
+
+def on_disk(name: str) -> bool:
+    """Whether `keras_at.data` finds the dataset without downloading it."""
+    previous = os.environ.get("KERAS_AT_OFFLINE")
+    os.environ["KERAS_AT_OFFLINE"] = "1"
+    try:
+        data.load(name, "test", limit=1)
+        return True
+    except FileNotFoundError:
+        return False
+    finally:
+        if previous is None:
+            del os.environ["KERAS_AT_OFFLINE"]
+        else:
+            os.environ["KERAS_AT_OFFLINE"] = previous
+
+
+def run(argv: list[str], resume: bool) -> dict:
+    """One cifar.py run in this process; a fresh Keras session each time."""
+    keras.backend.clear_session()
+    return cifar.main(argv + (["--resume"] if resume else []))
+
+
+def common_flags(budget: dict, args) -> list[str]:
+    flags = ["--dataset", budget["dataset"], "--batch-size", str(budget["batch_size"]),
+             "--lr-epochs", budget["lr_epochs"], "--verbose", str(args.verbose)]
+    for key in ("limit", "test_limit"):
+        if budget[key] is not None:
+            flags += [f"--{key.replace('_', '-')}", str(budget[key])]
+    return flags
+
+
+def main(argv=None) -> dict:
+    args = parser().parse_args(argv)
+    budget = settle(args)
+    out = _common.prepare_run_dir(args, "reproduce")
+    start = time.time()
+    flags = common_flags(budget, args)
+
+    print(f"Teacher WRN-{args.teacher_depth}-{args.teacher_width} on {budget['dataset']}.")
+    teacher_dir = os.path.join(out, "teacher")
+    teacher = run(flags + ["--teacher-only", "--depth", str(args.teacher_depth),
+                           "--width", str(args.teacher_width),
+                           "--teacher-depth", str(args.teacher_depth),
+                           "--teacher-width", str(args.teacher_width),
+                           "--teacher-epochs", str(budget["teacher_epochs"]),
+                           "--epochs", str(budget["teacher_epochs"]), "--out", teacher_dir],
+                  args.resume)
+    runs = []
+    for seed in range(budget["seeds"]):
+        for method in args.methods:
+            print(f"{method}, seed {seed}.")
+            history = run(flags + METHODS[method] + [
+                "--depth", str(args.depth), "--width", str(args.width),
+                "--epochs", str(budget["epochs"]), "--seed", str(seed),
+                "--teacher", os.path.join(teacher_dir, "teacher.keras"),
+                "--out", os.path.join(out, f"{method}-seed{seed}"),
+            ], args.resume)
+            runs.append({"method": method, "seed": seed, "test_error": history["test_error"],
+                         "epochs": history["student"]})
+    results = {
+        "dataset": budget["dataset"],
+        "budget": budget,
+        "student": f"WRN-{args.depth}-{args.width}",
+        "teacher": f"WRN-{args.teacher_depth}-{args.teacher_width}",
+        "teacher_test_error": teacher["test_error"],
+        "teacher_epochs": teacher["teacher"],
+        "paper_table1_cifar10": PAPER,
+        "seconds": time.time() - start,
+        "summary": summarise(runs, args.methods),
+        "runs": runs,
+    }
+    _common.write_json(os.path.join(out, "results.json"), results)
+    table = markdown(results)
+    with open(os.path.join(out, "results.md"), "w") as f:
+        f.write(table)
+    plot(results, os.path.join(out, "results.png"))
+    print(f"\n{table}\nWritten to {out}/results.md, results.json and results.png.")
+    return results
+
+
+# === Report ===
+
+
+def summarise(runs: list[dict], methods: list[str]) -> dict:
+    summary = {}
+    for method in methods:
+        errors = [r["test_error"] for r in runs if r["method"] == method]
+        summary[method] = {"median": float(np.median(errors)), "min": min(errors),
+                           "max": max(errors), "errors": errors}
+    return summary
+
+
+def _pct(x: float) -> str:
+    return f"{100 * x:.2f}"
+
+
+def markdown(results: dict) -> str:
+    budget, summary = results["budget"], results["summary"]
+    subset = (f"the first {budget['limit']} training images" if budget["limit"]
+              else "all training images")
+    tested = f"the first {budget['test_limit']}" if budget["test_limit"] else "all"
+    lines = [
+        f"# {results['student']} student, {results['teacher']} teacher: test error (%)",
+        "",
+        f"{budget['dataset']}, {subset}, {tested} test images; {budget['epochs']} epochs "
+        f"(teacher {budget['teacher_epochs']}), batch {budget['batch_size']}, lr 0.1 x0.2 at "
+        f"epochs {budget['lr_epochs']}; {budget['seeds']} seeds; "
+        f"{results['seconds'] / 60:.1f} minutes in all. Final-epoch error of every run.",
+        "",
+        "| method | median | min - max | every seed (0, 1, ...) | paper, CIFAR-10 |",
+        "|---|---|---|---|---|",
+        f"| teacher | {_pct(results['teacher_test_error'])} | | one run | {PAPER['teacher']} |",
+    ]
+    for method, s in summary.items():
+        seeds = ", ".join(_pct(e) for e in s["errors"])
+        lines.append(f"| {method} | {_pct(s['median'])} | {_pct(s['min'])} - {_pct(s['max'])} "
+                     f"| {seeds} | {PAPER[method]} |")
+    lines.append("")
+    if "student" in summary:
+        base = summary["student"]
+        for method in (m for m in summary if m != "student"):
+            diffs = [a - b for a, b in zip(summary[method]["errors"], base["errors"])]
+            gap = summary[method]["median"] - base["median"]
+            verdict = "below" if gap < 0 else "NOT below"
+            lines.append(
+                f"- {method} - student alone, per seed (same init and data order): "
+                f"{', '.join(f'{100 * d:+.2f}' for d in diffs)}; {method}'s median is "
+                f"{verdict} the student's alone ({100 * gap:+.2f})."
+            )
+        lines.append("")
+    lines.append("The paper's column is Table 1 (CIFAR-10, 200 epochs, median of 5 runs), for "
+                 "reference: a different dataset and budget unless this is the full recipe.")
+    return "\n".join(lines) + "\n"
+
+
+def plot(results: dict, path: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for method in results["summary"]:
+        curves = np.array([[100 * e["test_error"] for e in r["epochs"]]
+                           for r in results["runs"] if r["method"] == method])
+        epochs = np.arange(1, curves.shape[1] + 1)
+        line, = ax.plot(epochs, np.median(curves, axis=0), label=f"{method} (median)")
+        ax.fill_between(epochs, curves.min(axis=0), curves.max(axis=0), alpha=0.2,
+                        color=line.get_color())
+    ax.axhline(100 * results["teacher_test_error"], color="k", linestyle="--",
+               label=f"teacher {results['teacher']} (final)")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("test error (%)")
+    ax.set_title(f"{results['student']} on {results['dataset']}: "
+                 f"{results['budget']['seeds']} seeds, min-max band")
+    final = [100 * results["teacher_test_error"]] + [
+        100 * s["max"] for s in results["summary"].values()]
+    ax.set_ylim(0.8 * min(final), max(final) * 2)
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main()
