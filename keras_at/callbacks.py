@@ -16,10 +16,11 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_at.distiller import WEIGHTS, Distiller
+from keras_at.distiller import Distiller
 from keras_at.visualize import DEFAULT_CMAP, colorize, overlay, upsample
+from keras_at.weights import TERMS, WEIGHTS
 
-__all__ = ["AttentionMapLogger", "BetaDecay", "BetaScheduler"]
+__all__ = ["AttentionMapLogger", "BetaDecay", "BetaScheduler", "TerminateOnNaN"]
 
 
 def _check_weight_name(weight):
@@ -332,3 +333,44 @@ class AttentionMapLogger(keras.callbacks.Callback):
     @classmethod
     def from_config(cls, config):
         return cls(**config)
+
+
+@keras.saving.register_keras_serializable(package="keras_at")
+class TerminateOnNaN(keras.callbacks.TerminateOnNaN):
+    """Stops training on a non-finite loss and names the terms that went non-finite.
+
+    `keras.callbacks.TerminateOnNaN` stops a Distiller too, but only says the
+    loss is invalid; this one says which of `task_loss`, `at_loss`,
+    `kd_loss`, `hint_loss`, `grad_at_loss`, ... was non-finite first, so a
+    diverging AT weight is told apart from a diverging learning rate.
+    With `raise_error=True` it raises at once, so no later callback (a
+    `ModelCheckpoint` at the epoch's end) writes the broken weights.
+
+    Args:
+        raise_error: raise a `RuntimeError` instead of stopping gracefully.
+
+    Example:
+
+    ```python
+    distiller.fit(ds, epochs=10, callbacks=[keras_at.callbacks.TerminateOnNaN()])
+    ```
+    """
+
+    def on_batch_end(self, batch, logs=None):
+        logs = logs or {}
+        loss = logs.get("loss")
+        if loss is None or math.isfinite(float(loss)):
+            return
+        terms = ["task_loss", *TERMS.values()]
+        bad = [f"{k}={float(logs[k])}" for k in terms
+               if k in logs and not math.isfinite(float(logs[k]))]
+        culprit = ", ".join(bad) if bad else "no single term (the regularisation losses)"
+        message = (f"Batch {batch}: non-finite loss {float(loss)}; non-finite terms: {culprit}. "
+                   "Terminating training.")
+        if self.raise_error:
+            raise RuntimeError(message)
+        print(message)
+        self.model.stop_training = True
+
+    def get_config(self):
+        return {"raise_error": self.raise_error}

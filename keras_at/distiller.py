@@ -19,7 +19,7 @@ size as weight, and divided by the replica count for gradient summation.
 
 from __future__ import annotations
 
-import math
+import os
 
 import keras
 import tensorflow as tf
@@ -28,29 +28,14 @@ from keras import ops
 from keras_at import features as feat
 from keras_at.attention import check_attention_args, normalized_attention
 from keras_at.losses import at_loss, hint_loss, input_gradient_distance, kd_loss
-
-# Loss weights; each is a non-trainable variable read by the compiled step.
-WEIGHTS = ("beta", "alpha", "hint_beta", "grad_beta", "symmetry_beta", "input_grad_penalty")
-# The history key of the term each weight multiplies.
-TERMS = {
-    "beta": "at_loss",
-    "alpha": "kd_loss",
-    "hint_beta": "hint_loss",
-    "grad_beta": "grad_at_loss",
-    "symmetry_beta": "symmetry_loss",
-    "input_grad_penalty": "input_grad_loss",
-}
-_GRADIENT_WEIGHTS = ("grad_beta", "symmetry_beta", "input_grad_penalty")
-
-
-def _weight_property(name: str):
-    def getter(self):
-        return float(keras.ops.convert_to_numpy(self._loss_weights[name]))
-
-    def setter(self, value):
-        self._set_loss_weight(name, value)
-
-    return property(getter, setter, doc=f"Loss weight `{name}`; settable during `fit`.")
+from keras_at.weights import (
+    GRADIENT_WEIGHTS,
+    PAIR_WEIGHTS,
+    TERMS,
+    WEIGHTS,
+    check_weight,
+    weight_property,
+)
 
 
 def _replicas() -> int:
@@ -95,12 +80,12 @@ class Distiller(keras.Model):
     ```
     """
 
-    beta = _weight_property("beta")
-    alpha = _weight_property("alpha")
-    hint_beta = _weight_property("hint_beta")
-    grad_beta = _weight_property("grad_beta")
-    symmetry_beta = _weight_property("symmetry_beta")
-    input_grad_penalty = _weight_property("input_grad_penalty")
+    beta = weight_property("beta")
+    alpha = weight_property("alpha")
+    hint_beta = weight_property("hint_beta")
+    grad_beta = weight_property("grad_beta")
+    symmetry_beta = weight_property("symmetry_beta")
+    input_grad_penalty = weight_property("input_grad_penalty")
 
     def __init__(
         self,
@@ -154,7 +139,7 @@ class Distiller(keras.Model):
         for name, value in zip(WEIGHTS, (beta, alpha, hint_beta, grad_beta, symmetry_beta,
                                          input_grad_penalty)):
             self._loss_weights[name] = keras.Variable(
-                self._checked_weight(name, value), trainable=False, dtype="float32", name=name
+                check_weight(name, value), trainable=False, dtype="float32", name=name
             )
             self._activate(name, value)
         self.task_loss_tracker = keras.metrics.Mean(name="task_loss")
@@ -217,29 +202,16 @@ class Distiller(keras.Model):
             adapters.append(conv)
         return adapters
 
-    @staticmethod
-    def _checked_weight(name, value):
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            try:
-                value = float(value)
-            except (TypeError, ValueError):
-                raise ValueError(f"`{name}` must be a number, got {value!r}.") from None
-        if not math.isfinite(value) or value < 0:
-            raise ValueError(f"`{name}` must be a finite number >= 0, got {value!r}.")
-        if name == "alpha" and value > 1:
-            raise ValueError(f"`alpha` must be in [0, 1], got {value!r}.")
-        return float(value)
-
     def _activate(self, name, value):
         """Marks a term as computed by the step; returns True if it was not before."""
-        needs_pairs = name in ("beta", "hint_beta")
+        needs_pairs = name in PAIR_WEIGHTS
         if value == 0 or name in self._active or (needs_pairs and not self.pairs):
             return False
         self._active.add(name)
         return True
 
     def _set_loss_weight(self, name, value):
-        value = self._checked_weight(name, value)
+        value = check_weight(name, value)
         self._loss_weights[name].assign(value)
         if self._activate(name, value):
             # A term that was off is not in the traced step: trace it again, once.
@@ -317,7 +289,7 @@ class Distiller(keras.Model):
         """All terms of the total loss, as a dict {history key: per-replica mean}."""
         active = self._active
         t_logits, t_features, t_jacobian = self._teacher_outputs(x, y, sample_weight)
-        needs_gradient = bool(active & set(_GRADIENT_WEIGHTS))
+        needs_gradient = bool(active & set(GRADIENT_WEIGHTS))
         logits, s_features, task, jacobian = self._run(
             self._taps.student, x, y, sample_weight, training, needs_gradient
         )
@@ -378,7 +350,8 @@ class Distiller(keras.Model):
                 variables += adapter.trainable_variables
         return variables
 
-    def _check_inputs(self, x):
+    def _check_inputs(self, x, y):
+        """Refuses, while tracing, inputs the networks cannot take, naming the problem."""
         if isinstance(x, (dict, list, tuple)):
             raise ValueError("The Distiller expects a single image tensor as input.")
         if not x.dtype.is_floating:
@@ -386,10 +359,27 @@ class Distiller(keras.Model):
                 f"Images must be floating point, got dtype {x.dtype.name}; normalise them "
                 "(keras_at.data.load does) or cast them before fit/evaluate."
             )
+        expected = tuple(self._taps.student.inputs[0].shape[1:])
+        got = tuple(x.shape[1:])
+        if len(got) != len(expected) or any(
+            e is not None and g is not None and e != g for e, g in zip(expected, got)
+        ):
+            raise ValueError(
+                f"Images of shape {got} (batch dimension left out) do not fit the student "
+                f"{self.student.name!r}, which expects {expected}: check the rank (B, H, W, C), "
+                "the channel count and the image size."
+            )
+        if y is not None and y.dtype.is_integer:
+            classes = self._taps.student.outputs[0].shape[-1]
+            tf.debugging.assert_non_negative(y, message="Labels must be >= 0.")
+            tf.debugging.assert_less(
+                y, tf.cast(classes, y.dtype),
+                message=f"Labels must be < {classes}, the number of classes of the student.",
+            )
 
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        self._check_inputs(x)
+        self._check_inputs(x, y)
         variables = self._student_variables()
         with tf.GradientTape() as tape:
             logits, terms = self._compute_terms(x, y, sample_weight, training=True)
@@ -404,7 +394,7 @@ class Distiller(keras.Model):
 
     def test_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        self._check_inputs(x)
+        self._check_inputs(x, y)
         logits, terms = self._compute_terms(x, y, sample_weight, training=False)
         return self._record(x, y, logits, sample_weight, terms, self._total(terms))
 
@@ -432,6 +422,31 @@ class Distiller(keras.Model):
             )
         return maps
 
+    def fit(self, x=None, y=None, *args, **kwargs):
+        """As `keras.Model.fit`; empty training data is an error instead of a silent no-op."""
+        _refuse_empty(x)
+        history = super().fit(x, y, *args, **kwargs)
+        if history.epoch and not history.history:
+            raise ValueError("fit() read no batch: the training data is empty.")
+        return history
+
+    # === Saving ===
+    def save(self, filepath, overwrite: bool = False, **kwargs):
+        """As `keras.Model.save`, but an existing file is kept unless `overwrite=True`."""
+        _refuse_overwrite(filepath, overwrite)
+        super().save(filepath, overwrite=True, **kwargs)
+
+    def save_weights(self, filepath, overwrite: bool = False, **kwargs):
+        """As `keras.Model.save_weights`, but an existing file is kept unless `overwrite=True`."""
+        _refuse_overwrite(filepath, overwrite)
+        super().save_weights(filepath, overwrite=True, **kwargs)
+
+    def compile_from_config(self, config):
+        config = keras.saving.deserialize_keras_object(config)
+        self.compile(**config)
+        if self.optimizer is not None:
+            self.optimizer.build(self._student_variables())
+
     # === Config ===
     def get_config(self):
         config = super().get_config()
@@ -453,6 +468,22 @@ class Distiller(keras.Model):
         config["student"] = keras.saving.deserialize_keras_object(config["student"])
         config["teacher"] = keras.saving.deserialize_keras_object(config["teacher"])
         return cls(**config)
+
+
+def _refuse_empty(x):
+    if isinstance(x, tf.data.Dataset):
+        empty = int(x.cardinality()) == 0
+    else:
+        empty = hasattr(x, "shape") and len(x.shape) > 0 and x.shape[0] == 0
+    if empty:
+        raise ValueError("The training data is empty: fit() needs at least one batch.")
+
+
+def _refuse_overwrite(filepath, overwrite):
+    if not overwrite and os.path.exists(filepath):
+        raise FileExistsError(
+            f"{filepath} exists; pass overwrite=True to replace it, or choose another path."
+        )
 
 
 class _Taps:

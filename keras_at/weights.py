@@ -1,0 +1,56 @@
+"""The Distiller's loss weights: names, the term each multiplies, and their validation.
+
+Each weight is held by the Distiller as a non-trainable `keras.Variable` and
+exposed as a plain attribute (`distiller.beta = 500.0`): the compiled step
+reads the variable, so a new value takes effect at the next step without
+recompiling, and the value is saved and restored with the model's weights
+(`BackupAndRestore` resumes a schedule where it was).
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+
+# Loss weights, in the order of the Distiller's arguments.
+WEIGHTS = ("beta", "alpha", "hint_beta", "grad_beta", "symmetry_beta", "input_grad_penalty")
+# The history key of the term each weight multiplies.
+TERMS = {
+    "beta": "at_loss",
+    "alpha": "kd_loss",
+    "hint_beta": "hint_loss",
+    "grad_beta": "grad_at_loss",
+    "symmetry_beta": "symmetry_loss",
+    "input_grad_penalty": "input_grad_loss",
+}
+# Terms that need the student's input gradient (an inner tape).
+GRADIENT_WEIGHTS = ("grad_beta", "symmetry_beta", "input_grad_penalty")
+# Terms that read the activation pairs.
+PAIR_WEIGHTS = ("beta", "hint_beta")
+
+
+def check_weight(name: str, value) -> float:
+    """`value` as a float, or a `ValueError` naming the weight and what was expected."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        try:
+            value = float(value)
+        except (TypeError, ValueError):
+            raise ValueError(f"`{name}` must be a number, got {value!r}.") from None
+    if not math.isfinite(value) or value < 0:
+        raise ValueError(f"`{name}` must be a finite number >= 0, got {value!r}.")
+    if name == "alpha" and value > 1:
+        raise ValueError(f"`alpha` must be in [0, 1], got {value!r}.")
+    return float(value)
+
+
+def weight_property(name: str) -> property:
+    """A property reading and assigning the Distiller's variable for weight `name`."""
+
+    def getter(self):
+        return float(keras.ops.convert_to_numpy(self._loss_weights[name]))
+
+    def setter(self, value):
+        self._set_loss_weight(name, value)
+
+    return property(getter, setter, doc=f"Loss weight `{name}`; settable during `fit`.")
