@@ -19,7 +19,8 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 FOLDER_SIZE = (224, 224)
 
 # Digits: scikit-learn's 8x8 images upsampled to 32x32, the input size of the CIFAR models;
-# the first 80% of the examples (source order) are "train", the rest "test".
+# the first 80% of the examples (source order) are "train", the rest "test". Its mean/std are
+# computed from that train split when first asked for (it ships with scikit-learn).
 DIGITS_SIZE = (32, 32)
 DIGITS_TRAIN_FRACTION = 0.8
 
