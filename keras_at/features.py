@@ -239,11 +239,19 @@ def _block_outputs(model, role: str) -> dict:
 
 
 def _group_names(model) -> dict:
+    """{N: name} of the layers, or dict outputs of a subclassed model, named `groupN`."""
+    candidates = [layer.name for layer in model.layers]
+    try:
+        structure = model.output
+    except AttributeError:
+        structure = None
+    if isinstance(structure, dict):
+        candidates += list(structure)
     names = {}
-    for layer in model.layers:
-        match = _GROUP.fullmatch(layer.name)
+    for name in candidates:
+        match = _GROUP.fullmatch(name)
         if match:
-            names[int(match.group(1))] = layer.name
+            names[int(match.group(1))] = name
     return names
 
 
