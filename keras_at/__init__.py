@@ -3,9 +3,11 @@
 from keras_at import callbacks, data, models, visualize
 from keras_at.attention import attention_map
 from keras_at.distiller import Distiller
+from keras_at.interop import AttentionTransfer
 from keras_at.losses import at_loss, kd_loss
 
 __all__ = [
+    "AttentionTransfer",
     "Distiller",
     "at_loss",
     "attention_map",
