@@ -19,14 +19,13 @@ size as weight, and divided by the replica count for gradient summation.
 
 from __future__ import annotations
 
-import os
-
 import keras
 import tensorflow as tf
 from keras import ops
 
 from keras_at import features as feat
 from keras_at.attention import check_attention_args, normalized_attention
+from keras_at.checks import check_batch, refuse_empty, refuse_overwrite
 from keras_at.losses import at_loss, hint_loss, input_gradient_distance, kd_loss
 from keras_at.weights import (
     GRADIENT_WEIGHTS,
@@ -121,11 +120,11 @@ class Distiller(keras.Model):
         # === Networks and taps ===
         self.student, self.teacher = student, teacher
         teacher.trainable = False
-        shape = self._common_input_shape(student, teacher)
+        shape = feat.common_input_shape(student, teacher, self._given_input_shape)
         student_graph = feat.graph_model(student, "student", shape)
         teacher_graph = feat.graph_model(teacher, "teacher", shape)
-        self.pairs = self._resolve_pairs(pairs, student_graph, teacher_graph)
-        self._check_class_counts(student_graph, teacher_graph, alpha)
+        self.pairs = feat.resolve_pairs(pairs, student_graph, teacher_graph)
+        feat.check_class_counts(student_graph, teacher_graph, alpha)
         # Held outside Keras's tracking: the taps share the networks' layers.
         self._taps = _Taps(
             feat.build_tap(student_graph, [s for s, _ in self.pairs], "student"),
@@ -148,43 +147,6 @@ class Distiller(keras.Model):
         self.built = True
 
     # === Construction helpers ===
-    def _common_input_shape(self, student, teacher):
-        s_shape, t_shape = feat.input_shape_of(student), feat.input_shape_of(teacher)
-        if s_shape and t_shape and s_shape != t_shape:
-            raise ValueError(
-                f"The student's input shape {s_shape} differs from the teacher's {t_shape}; "
-                "both networks must read the same images (resize inside a model if needed)."
-            )
-        return s_shape or t_shape or self._given_input_shape
-
-    @staticmethod
-    def _resolve_pairs(pairs, student_graph, teacher_graph):
-        if isinstance(pairs, str):
-            if pairs != "auto":
-                raise ValueError(f"`pairs` must be 'auto' or a list of pairs, got {pairs!r}.")
-            return feat.auto_pairs(student_graph, teacher_graph)
-        resolved = []
-        for pair in pairs:
-            if not (isinstance(pair, (list, tuple)) and len(pair) == 2
-                    and all(isinstance(n, str) for n in pair)):
-                raise ValueError(
-                    "Each entry of `pairs` must be a (student_layer_name, teacher_layer_name) "
-                    f"pair of strings, got {pair!r}."
-                )
-            resolved.append((pair[0], pair[1]))
-        return resolved
-
-    @staticmethod
-    def _check_class_counts(student_graph, teacher_graph, alpha):
-        s_logits, _ = feat._logits_and_named_outputs(student_graph, "student")
-        t_logits, _ = feat._logits_and_named_outputs(teacher_graph, "teacher")
-        s_classes, t_classes = s_logits.shape[-1], t_logits.shape[-1]
-        if alpha and s_classes != t_classes:
-            raise ValueError(
-                f"KD (alpha={alpha}) needs the same number of classes, but the student has "
-                f"{s_classes} logits and the teacher {t_classes}."
-            )
-
     def _build_adapters(self):
         """1×1 convolutions mapping student channels to teacher channels, per pair (F-ActT)."""
         adapters = []
@@ -350,36 +312,9 @@ class Distiller(keras.Model):
                 variables += adapter.trainable_variables
         return variables
 
-    def _check_inputs(self, x, y):
-        """Refuses, while tracing, inputs the networks cannot take, naming the problem."""
-        if isinstance(x, (dict, list, tuple)):
-            raise ValueError("The Distiller expects a single image tensor as input.")
-        if not x.dtype.is_floating:
-            raise ValueError(
-                f"Images must be floating point, got dtype {x.dtype.name}; normalise them "
-                "(keras_at.data.load does) or cast them before fit/evaluate."
-            )
-        expected = tuple(self._taps.student.inputs[0].shape[1:])
-        got = tuple(x.shape[1:])
-        if len(got) != len(expected) or any(
-            e is not None and g is not None and e != g for e, g in zip(expected, got)
-        ):
-            raise ValueError(
-                f"Images of shape {got} (batch dimension left out) do not fit the student "
-                f"{self.student.name!r}, which expects {expected}: check the rank (B, H, W, C), "
-                "the channel count and the image size."
-            )
-        if y is not None and y.dtype.is_integer:
-            classes = self._taps.student.outputs[0].shape[-1]
-            tf.debugging.assert_non_negative(y, message="Labels must be >= 0.")
-            tf.debugging.assert_less(
-                y, tf.cast(classes, y.dtype),
-                message=f"Labels must be < {classes}, the number of classes of the student.",
-            )
-
     def train_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        self._check_inputs(x, y)
+        check_batch(x, y, self._taps.student, self.student.name)
         variables = self._student_variables()
         with tf.GradientTape() as tape:
             logits, terms = self._compute_terms(x, y, sample_weight, training=True)
@@ -394,7 +329,7 @@ class Distiller(keras.Model):
 
     def test_step(self, data):
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        self._check_inputs(x, y)
+        check_batch(x, y, self._taps.student, self.student.name)
         logits, terms = self._compute_terms(x, y, sample_weight, training=False)
         return self._record(x, y, logits, sample_weight, terms, self._total(terms))
 
@@ -424,7 +359,7 @@ class Distiller(keras.Model):
 
     def fit(self, x=None, y=None, *args, **kwargs):
         """As `keras.Model.fit`; empty training data is an error instead of a silent no-op."""
-        _refuse_empty(x)
+        refuse_empty(x)
         history = super().fit(x, y, *args, **kwargs)
         if history.epoch and not history.history:
             raise ValueError("fit() read no batch: the training data is empty.")
@@ -433,12 +368,12 @@ class Distiller(keras.Model):
     # === Saving ===
     def save(self, filepath, overwrite: bool = False, **kwargs):
         """As `keras.Model.save`, but an existing file is kept unless `overwrite=True`."""
-        _refuse_overwrite(filepath, overwrite)
+        refuse_overwrite(filepath, overwrite)
         super().save(filepath, overwrite=True, **kwargs)
 
     def save_weights(self, filepath, overwrite: bool = False, **kwargs):
         """As `keras.Model.save_weights`, but an existing file is kept unless `overwrite=True`."""
-        _refuse_overwrite(filepath, overwrite)
+        refuse_overwrite(filepath, overwrite)
         super().save_weights(filepath, overwrite=True, **kwargs)
 
     def compile_from_config(self, config):
@@ -468,22 +403,6 @@ class Distiller(keras.Model):
         config["student"] = keras.saving.deserialize_keras_object(config["student"])
         config["teacher"] = keras.saving.deserialize_keras_object(config["teacher"])
         return cls(**config)
-
-
-def _refuse_empty(x):
-    if isinstance(x, tf.data.Dataset):
-        empty = int(x.cardinality()) == 0
-    else:
-        empty = hasattr(x, "shape") and len(x.shape) > 0 and x.shape[0] == 0
-    if empty:
-        raise ValueError("The training data is empty: fit() needs at least one batch.")
-
-
-def _refuse_overwrite(filepath, overwrite):
-    if not overwrite and os.path.exists(filepath):
-        raise FileExistsError(
-            f"{filepath} exists; pass overwrite=True to replace it, or choose another path."
-        )
 
 
 class _Taps:

@@ -287,3 +287,44 @@ def pair_name(student_layer: str, teacher_layer: str) -> str:
     if student_layer == teacher_layer:
         return student_layer
     return f"{student_layer}-{teacher_layer}"
+
+
+def common_input_shape(student, teacher, given=None):
+    """The (H, W, C) both networks read; a `ValueError` when they differ."""
+    s_shape, t_shape = input_shape_of(student), input_shape_of(teacher)
+    if s_shape and t_shape and s_shape != t_shape:
+        raise ValueError(
+            f"The student's input shape {s_shape} differs from the teacher's {t_shape}; "
+            "both networks must read the same images (resize inside a model if needed)."
+        )
+    return s_shape or t_shape or given
+
+
+def resolve_pairs(pairs, student_graph, teacher_graph) -> list[tuple[str, str]]:
+    """`pairs="auto"` or a list of (student_layer, teacher_layer), checked, as tuples."""
+    if isinstance(pairs, str):
+        if pairs != "auto":
+            raise ValueError(f"`pairs` must be 'auto' or a list of pairs, got {pairs!r}.")
+        return auto_pairs(student_graph, teacher_graph)
+    resolved = []
+    for pair in pairs:
+        if not (isinstance(pair, (list, tuple)) and len(pair) == 2
+                and all(isinstance(n, str) for n in pair)):
+            raise ValueError(
+                "Each entry of `pairs` must be a (student_layer_name, teacher_layer_name) "
+                f"pair of strings, got {pair!r}."
+            )
+        resolved.append((pair[0], pair[1]))
+    return resolved
+
+
+def check_class_counts(student_graph, teacher_graph, alpha) -> None:
+    """KD compares logits: both networks must have as many classes."""
+    s_logits, _ = _logits_and_named_outputs(student_graph, "student")
+    t_logits, _ = _logits_and_named_outputs(teacher_graph, "teacher")
+    s_classes, t_classes = s_logits.shape[-1], t_logits.shape[-1]
+    if alpha and s_classes != t_classes:
+        raise ValueError(
+            f"KD (alpha={alpha}) needs the same number of classes, but the student has "
+            f"{s_classes} logits and the teacher {t_classes}."
+        )
