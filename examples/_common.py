@@ -23,9 +23,11 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 import keras  # noqa: E402
+import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 import keras_at  # noqa: E402
+from keras_at import data  # noqa: E402
 from keras_at.callbacks import AttentionMapLogger, BetaDecay  # noqa: E402
 
 # Arguments that may differ between a run and its `--resume`.
@@ -98,6 +100,52 @@ def add_training_args(parser: argparse.ArgumentParser, **defaults) -> None:
                    help="continue the interrupted run in --out, with the same arguments")
     r.add_argument("--overwrite", action="store_true",
                    help="delete an existing --out and start again")
+
+
+def add_teacher_args(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("teacher")
+    g.add_argument("--teacher", default=None,
+                   help="a trained teacher .keras file; without it, the teacher is trained first "
+                   "into the run directory")
+    g.add_argument("--teacher-epochs", type=int, default=None,
+                   help="epochs of the teacher trained here (default: --epochs)")
+    g.add_argument("--teacher-only", action="store_true",
+                   help="train the teacher into --out and stop (then pass it as --teacher)")
+
+
+def add_folder_args(parser: argparse.ArgumentParser, image_size: int = 224) -> None:
+    """An image folder with split sub-folders: DIR/train/<class>/* and DIR/test/<class>/*."""
+    parser.add_argument("data", help="image folder: DIR/train/<class>/*.jpg and DIR/test/<class>/ "
+                        "(or DIR/val/<class>/)")
+    parser.add_argument("--test-split", default=None,
+                        help="the sub-folder evaluated after every epoch (default: test, else val)")
+    parser.add_argument("--image-size", type=int, default=image_size,
+                        help="images are resized (test) or random-resized-cropped (train) to this")
+
+
+def folder_data(args):
+    """`load_data` for `run`: (train, test) of the image folder `args.data`."""
+    split = args.test_split or next(
+        (s for s in ("test", "val") if os.path.isdir(os.path.join(args.data, s))), None)
+    if split is None or not os.path.isdir(os.path.join(args.data, "train")):
+        sys.exit(f"{args.data} needs train/ and test/ (or val/) sub-folders of class folders; "
+                 "a held-out split must not be cut from train/, whose files are in class order.")
+
+    def load():
+        train = data.load(args.data, "train", batch_size=args.batch_size, seed=args.seed,
+                          limit=args.limit, image_size=args.image_size)
+        test = data.load(args.data, split, batch_size=args.batch_size, augment=False,
+                         shuffle=False, limit=args.test_limit, image_size=args.image_size)
+        return train, test
+
+    return load
+
+
+def parse(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
+    args = parser.parse_args(argv)
+    if args.teacher_only and args.teacher:
+        parser.error("--teacher-only trains a teacher; it cannot be given one with --teacher.")
+    return args
 
 
 def add_transfer_args(parser: argparse.ArgumentParser, beta: float = 1e3,
@@ -229,6 +277,8 @@ def sgd(args, steps_per_epoch: int) -> keras.optimizers.SGD:
 class TestError(keras.callbacks.Callback):
     """Logs `test_loss` and `test_error` of the network being trained (a Distiller's student).
 
+    With more than 5 classes, `test_top5_error` too.
+
     Only the student runs, in inference mode: a Distiller's own `validation_data` would also
     run the teacher to report the transfer terms, which the error does not need.
     """
@@ -245,18 +295,24 @@ class TestError(keras.callbacks.Callback):
         def step(x, y):
             logits = tf.cast(network(x, training=False), "float32")
             loss = keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)
-            wrong = tf.argmax(logits, axis=-1, output_type=tf.int32) != tf.cast(y, tf.int32)
-            return tf.reduce_sum(loss), tf.reduce_sum(tf.cast(wrong, "float32"))
+            y = tf.cast(y, tf.int32)
+            k = min(5, logits.shape[-1])
+            misses = [tf.logical_not(tf.math.in_top_k(y, logits, top)) for top in (1, k)]
+            return [tf.reduce_sum(loss)] + [tf.reduce_sum(tf.cast(m, "float32")) for m in misses]
 
         self._step = step
 
     def evaluate(self) -> dict:
-        total_loss = total_wrong = count = 0.0
+        totals, count = np.zeros(3), 0
         for x, y in self.data:
-            loss, wrong = self._step(x, y)
-            total_loss, total_wrong = total_loss + float(loss), total_wrong + float(wrong)
+            totals += [float(v) for v in self._step(x, y)]
             count += int(tf.shape(y)[0])
-        return {"test_loss": total_loss / count, "test_error": total_wrong / count}
+        loss, top1, top5 = totals / count
+        logs = {"test_loss": loss, "test_error": top1}
+        network = getattr(self.model, "student", self.model)
+        if network.output.shape[-1] > 5:
+            logs["test_top5_error"] = top5
+        return logs
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
@@ -301,20 +357,98 @@ def fit(model, train, test, run_dir: str, phase: str, epochs: int, verbose: int 
                  keras.callbacks.TensorBoard(log_dir, write_graph=False)]
     if attention_images is not None and getattr(model, "pairs", None):
         callbacks.append(AttentionMapLogger(log_dir, attention_images))
-    callbacks.append(keras.callbacks.BackupAndRestore(os.path.join(run_dir, f"backup_{phase}")))
+    # Two copies: a process killed while writing one backup resumes from the other.
+    backup = os.path.join(run_dir, f"backup_{phase}")
+    callbacks.append(keras.callbacks.BackupAndRestore(backup, double_checkpoint=True))
     model.fit(train, epochs=epochs, callbacks=callbacks, verbose=verbose)
     return read_json(history_path)[phase]
-
-
-def compile_classifier(model, optimizer) -> None:
-    model.compile(
-        optimizer=optimizer,
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-    )
 
 
 def first_images(data: tf.data.Dataset, count: int = 8):
     """The first `count` images of a dataset: the fixed batch whose attention maps are logged."""
     images, _ = next(iter(data))
     return images[:count]
+
+
+# === The experiment: a teacher (given, or trained first), then the student ===
+
+
+def run(args, script: str, load_data, make_teacher, make_student) -> dict:
+    """Runs one experiment into its run directory; returns its history.json contents.
+
+    Args:
+        args: parsed flags of `add_training_args` and `add_transfer_args`, plus `teacher`
+            (a .keras path or None), `teacher_epochs` and `teacher_only`.
+        script: name of the calling script, for the default run directory.
+        load_data: `() -> (train, test)` datasets.
+        make_teacher, make_student: `() -> keras.Model`, a fresh network to train (with any
+            pretrained weights and frozen layers already set).
+    """
+    run_dir = prepare_run_dir(args, script)
+    history_path = os.path.join(run_dir, "history.json")
+    done = read_json(history_path, {})
+    if "test_error" in done:
+        print(f"{run_dir} has finished already: test error {done['test_error']:.4f}.")
+        return done
+    start = time.time()
+    train, test = load_data()
+    steps = int(train.cardinality())
+
+    teacher = None
+    if transfers(args) or args.teacher_only:
+        teacher = _teacher(args, run_dir, train, test, make_teacher)
+    if args.teacher_only:
+        return _finish(run_dir, "teacher", teacher, start)
+    keras.utils.set_random_seed(args.seed)
+    student = make_student()
+    if teacher is None:
+        print(f"Training the student {student.name} alone.")
+        _train_alone(student, "student", train, test, args, run_dir, args.epochs)
+    else:
+        model = distiller(student, teacher, args)
+        print(f"Training the student {student.name} from {teacher.name}: pairs {model.pairs}, "
+              f"beta={args.beta:g}, alpha={args.alpha:g}, hint_beta={args.hint_beta:g}.")
+        model.compile(optimizer=sgd(args, steps), metrics=["accuracy"])
+        fit(model, train, test, run_dir, "student", args.epochs, args.verbose,
+            schedules=beta_schedule(args), attention_images=first_images(test))
+        student.save(os.path.join(run_dir, "student.keras"))
+    return _finish(run_dir, "student", student, start)
+
+
+def _teacher(args, run_dir, train, test, make_teacher) -> keras.Model:
+    if args.teacher:
+        return keras.saving.load_model(args.teacher)
+    path = os.path.join(run_dir, "teacher.keras")
+    if os.path.isfile(path):  # a resumed run whose teacher had finished
+        return keras.saving.load_model(path)
+    keras.utils.set_random_seed(args.seed)
+    teacher = make_teacher()
+    print(f"Training the teacher {teacher.name} ({teacher.count_params():,} parameters).")
+    _train_alone(teacher, "teacher", train, test, args, run_dir,
+                 args.teacher_epochs or args.epochs)
+    return teacher
+
+
+def _train_alone(model, phase, train, test, args, run_dir, epochs) -> None:
+    """Trains a network on its task alone (a teacher, or the student without transfer)."""
+    model.compile(
+        optimizer=sgd(args, int(train.cardinality())),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    fit(model, train, test, run_dir, phase, epochs, args.verbose)
+    model.save(os.path.join(run_dir, f"{phase}.keras"))
+
+
+def _finish(run_dir, phase, model, start) -> dict:
+    """Marks the run finished in history.json: the final test error of `phase`."""
+    path = os.path.join(run_dir, "history.json")
+    history = read_json(path)
+    history["test_error"] = history[phase][-1]["test_error"]
+    if "teacher" in history:
+        history["teacher_test_error"] = history["teacher"][-1]["test_error"]
+    history["seconds"] = time.time() - start  # of this invocation
+    write_json(path, history)
+    print(f"{model.name} test error: {100 * history['test_error']:.2f}% after "
+          f"{len(history[phase])} epochs. Run: {run_dir}")
+    return history

@@ -1,0 +1,225 @@
+"""The example scripts, run as a user runs them: subprocesses on tiny data in a temporary folder.
+
+Small networks (WRN-10-1/10-2 on scikit-learn's digits, ResNet-18/34 on 32x32 generated
+images) and one or two short epochs keep the whole file to a few minutes on two CPU cores.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+EXAMPLES = os.path.join(ROOT, "examples")
+ENV = {
+    **os.environ,
+    "KERAS_BACKEND": "tensorflow",
+    "TF_CPP_MIN_LOG_LEVEL": "2",
+    "KERAS_AT_OFFLINE": "1",
+    "CUDA_VISIBLE_DEVICES": "",
+}
+# WRN-10-1 student, WRN-10-2 teacher, 128 digits, evaluated on 128 test digits.
+TINY = ["--dataset", "digits", "--depth", "10", "--width", "1", "--teacher-depth", "10",
+        "--teacher-width", "2", "--limit", "128", "--test-limit", "128", "--batch-size", "32"]
+
+
+def script(name: str, *args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, os.path.join(EXAMPLES, name), *map(str, args)],
+        capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=timeout,
+    )
+
+
+def ok(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return result
+
+
+def history(run_dir) -> dict:
+    with open(os.path.join(run_dir, "history.json")) as f:
+        return json.load(f)
+
+
+def event_files(directory) -> list[str]:
+    return [f for _, _, files in os.walk(directory) for f in files if "tfevents" in f]
+
+
+@pytest.fixture(scope="module")
+def cifar_run(tmp_path_factory):
+    """One AT run of cifar.py that trains its teacher first: the run directory."""
+    run_dir = tmp_path_factory.mktemp("cifar") / "at"
+    ok(script("cifar.py", *TINY, "--epochs", "1", "--lr-epochs", "", "--out", run_dir))
+    return run_dir
+
+
+# === cifar.py ===
+
+
+def test_cifar_trains_teacher_then_at_student_and_writes_the_run(cifar_run):
+    import keras
+
+    for name in ("args.json", "history.json", "student.keras", "teacher.keras"):
+        assert (cifar_run / name).is_file(), name
+    h = history(cifar_run)
+    assert [r["epoch"] for r in h["teacher"]] == [1]
+    assert [r["epoch"] for r in h["student"]] == [1]
+    record = h["student"][0]
+    assert {"loss", "task_loss", "at_loss", "accuracy", "test_error", "lr"} <= set(record)
+    assert 0 <= h["test_error"] <= 1 and h["test_error"] == record["test_error"]
+    assert event_files(cifar_run / "logs" / "student" / "attention")
+    assert event_files(cifar_run / "logs" / "teacher")
+    assert not (cifar_run / "backup_student").exists()  # removed once the phase ended
+    student = keras.saving.load_model(cifar_run / "student.keras")
+    assert student.name == "wrn-10-1" and student.output.shape == (None, 10)
+
+
+def test_cifar_refuses_to_overwrite_a_run_dir(cifar_run):
+    before = (cifar_run / "history.json").read_text()
+    result = script("cifar.py", *TINY, "--epochs", "1", "--out", cifar_run)
+    assert result.returncode != 0
+    assert str(cifar_run) in result.stderr and "--resume" in result.stderr
+    assert (cifar_run / "history.json").read_text() == before
+
+
+def test_cifar_resumes_a_killed_run_to_the_same_epochs(cifar_run, tmp_path):
+    """AT+KD, killed during its second epoch, finishes with --resume: every epoch once,
+    the learning rate and the decayed beta where the schedule puts them."""
+    run_dir = tmp_path / "at-kd"
+    args = [*TINY, "--limit", "512", "--epochs", "4", "--lr-epochs", "2,3", "--alpha", "0.9",
+            "--teacher", cifar_run / "teacher.keras", "--out", run_dir]
+    process = subprocess.Popen(
+        [sys.executable, os.path.join(EXAMPLES, "cifar.py"), *map(str, args)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=ENV, cwd=ROOT,
+    )
+    # Written after the weights: the first epoch's backup is complete.
+    backup = run_dir / "backup_student" / "training_metadata.json"
+    deadline = time.time() + 180
+    while not backup.exists() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    output = process.communicate()[0].decode()
+    assert process.returncode == -signal.SIGKILL, f"finished before it was killed:\n{output}"
+    done = [r["epoch"] for r in history(run_dir)["student"]]
+    assert 1 <= len(done) < 4 and not (run_dir / "student.keras").exists()
+
+    resumed = ok(script("cifar.py", *args, "--resume"))
+    assert "Epoch 1/4" not in resumed.stdout  # restored from the backup, not started again
+    records = history(run_dir)["student"]
+    assert [r["epoch"] for r in records] == [1, 2, 3, 4]
+    assert [r["lr"] for r in records] == pytest.approx([0.1, 0.1, 0.02, 0.004])
+    assert [r["beta"] for r in records] == pytest.approx([1000, 1000, 200, 40])
+    assert (run_dir / "student.keras").is_file()
+    assert "finished already" in ok(script("cifar.py", *args, "--resume")).stdout
+
+
+def test_cifar_resume_refuses_other_arguments(cifar_run):
+    result = script("cifar.py", *TINY, "--epochs", "3", "--lr-epochs", "", "--out", cifar_run,
+                    "--resume")
+    assert result.returncode != 0 and "epochs" in result.stderr
+
+
+# === reproduce.py ===
+
+
+def test_reproduce_writes_table_json_and_plot(tmp_path):
+    out = tmp_path / "grid"
+    result = ok(script("reproduce.py", "--quick", *TINY, "--epochs", "1",
+                       "--teacher-epochs", "1", "--lr-epochs", "", "--seeds", "2",
+                       "--out", out, timeout=400))
+    table = (out / "results.md").read_text()
+    assert table in result.stdout  # printed at the end, as `make demo` shows it
+    for row in ("| teacher |", "| student |", "| AT |", "| KD |", "| AT+KD |"):
+        assert row in table, row
+    assert "7.93" in table and "8.77" in table  # the paper's Table 1 beside the runs
+    with open(out / "results.json") as f:
+        results = json.load(f)
+    assert results["dataset"] == "digits"
+    assert sorted((r["method"], r["seed"]) for r in results["runs"]) == sorted(
+        (m, s) for m in ("student", "AT", "KD", "AT+KD") for s in (0, 1))
+    assert all(len(r["epochs"]) == 1 for r in results["runs"])
+    at = results["summary"]["AT"]
+    assert at["median"] == pytest.approx(np.median(at["errors"]))
+    assert (out / "results.png").stat().st_size > 10_000
+
+
+# === finetune.py and imagenet.py: ResNet-18 <- ResNet-34 on a generated image folder ===
+
+
+@pytest.fixture(scope="module")
+def image_folder(tmp_path_factory):
+    """DIR/{train,test}/<class>/*.png: two classes told apart by the colour of a square."""
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("images")
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 8), ("test", 4)):
+        for label, colour in enumerate(((220, 40, 40), (40, 40, 220))):
+            folder = root / split / f"class{label}"
+            folder.mkdir(parents=True)
+            for i in range(count):
+                image = rng.integers(0, 80, (48, 48, 3), dtype=np.uint8)
+                image[12:36, 12:36] = colour
+                Image.fromarray(image).save(folder / f"{i}.png")
+    return root
+
+
+RESNET_TINY = ["--image-size", "64", "--batch-size", "8", "--epochs", "1", "--lr-epochs", ""]
+
+
+@pytest.fixture(scope="module")
+def finetune_run(image_folder, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("finetune") / "at"
+    result = ok(script("finetune.py", image_folder, *RESNET_TINY, "--out", run_dir))
+    return run_dir, result.stdout
+
+
+def test_finetune_fine_tunes_teacher_then_at_student_with_frozen_layers(finetune_run):
+    import keras
+
+    run_dir, stdout = finetune_run
+    assert "random initialisation" in stdout  # no ImageNet weights offline, and it says so
+    h = history(run_dir)
+    assert len(h["teacher"]) == len(h["student"]) == 1 and "at_loss" in h["student"][0]
+    assert event_files(run_dir / "logs" / "student" / "attention")
+    student = keras.saving.load_model(run_dir / "student.keras")
+    assert student.name == "resnet18" and student.output.shape == (None, 2)
+    names = [layer.name for layer in student.layers]
+    for i, layer in enumerate(student.layers):
+        if layer.weights:
+            is_bn = isinstance(layer, keras.layers.BatchNormalization)
+            assert layer.trainable == (i > names.index("group0") and not is_bn), layer.name
+
+
+def test_finetune_copies_pretrained_weights_by_name(tmp_path):
+    sys.path.insert(0, EXAMPLES)
+    try:
+        import finetune
+    finally:
+        sys.path.remove(EXAMPLES)
+    from keras_at import models
+
+    imagenet = models.resnet(18, num_classes=5, input_shape=(32, 32, 3))
+    imagenet.save(tmp_path / "r18.keras")
+    model = finetune.copy_pretrained(
+        models.resnet(18, num_classes=2, input_shape=(32, 32, 3)), str(tmp_path / "r18.keras"))
+    for layer in model.layers:
+        same = [np.array_equal(a, b) for a, b in
+                zip(layer.get_weights(), imagenet.get_layer(layer.name).get_weights())]
+        assert all(same) if layer.name != "logits" else not any(same), layer.name
+
+
+def test_imagenet_mirrors_over_two_cpu_devices(image_folder, finetune_run, tmp_path):
+    teacher = finetune_run[0] / "teacher.keras"
+    result = ok(script("imagenet.py", image_folder, *RESNET_TINY, "--cpu-replicas", "2",
+                       "--teacher", teacher, "--out", tmp_path / "r18"))
+    assert "2 replica(s): MirroredStrategy" in result.stdout
+    record = history(tmp_path / "r18")["student"][0]
+    assert {"at_loss", "task_loss", "test_error"} <= set(record)
+    assert (tmp_path / "r18" / "student.keras").is_file()
