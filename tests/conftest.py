@@ -15,9 +15,9 @@ def _seed():
     yield
 
 
-def tiny_net(width=4, name=None, classes=5, size=16, residual=False):
+def tiny_net(width=4, name=None, classes=5, size=16, channels=3):
     """A two-group CNN: `group0` at full resolution, `group1` at half."""
-    inputs = keras.Input((size, size, 3))
+    inputs = keras.Input((size, size, channels))
     x = keras.layers.Conv2D(width, 3, padding="same")(inputs)
     x = keras.layers.BatchNormalization()(x)
     g0 = keras.layers.ReLU(name="group0")(x)

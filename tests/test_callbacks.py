@@ -9,6 +9,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import tiny_net
 from PIL import Image
 from tensorboard.backend.event_processing import event_accumulator
 
@@ -17,19 +18,11 @@ from keras_at.callbacks import AttentionMapLogger, BetaDecay, BetaScheduler
 from keras_at.visualize import to_rgb
 
 
-def net(width, name, channels=3):
-    inputs = keras.Input((16, 16, channels))
-    x = keras.layers.Conv2D(width, 3, padding="same")(inputs)
-    g0 = keras.layers.ReLU(name="group0")(x)
-    x = keras.layers.Conv2D(2 * width, 3, strides=2, padding="same")(g0)
-    g1 = keras.layers.ReLU(name="group1")(x)
-    outputs = keras.layers.Dense(5)(keras.layers.GlobalAveragePooling2D()(g1))
-    return keras.Model(inputs, outputs, name=name)
-
-
 def distiller(channels=3, **weights):
     model = keras_at.Distiller(
-        net(2, "student", channels), net(4, "teacher", channels), **weights
+        tiny_net(2, "student", channels=channels),
+        tiny_net(4, "teacher", channels=channels),
+        **weights,
     )
     model.compile(optimizer=keras.optimizers.SGD(0.01), jit_compile=False)
     return model
@@ -318,7 +311,7 @@ def test_every_n_epochs_on_grayscale_images(tmp_path):
 
 
 def test_logger_needs_a_distiller_with_pairs(tmp_path):
-    model = keras_at.Distiller(net(2, "s"), net(4, "t"), pairs=[], alpha=0.5)
+    model = keras_at.Distiller(tiny_net(2, "s"), tiny_net(4, "t"), pairs=[], alpha=0.5)
     model.compile(optimizer="sgd")
     x, y = data(8)
     with pytest.raises(ValueError, match="pairs"):

@@ -1,22 +1,12 @@
 """Rendering of attention maps as numpy arrays and as a PNG figure."""
 
-import keras
 import numpy as np
 import pytest
+from conftest import tiny_net
 from PIL import Image
 
 import keras_at
 from keras_at import visualize
-
-
-def net(width, name, channels=3):
-    inputs = keras.Input((16, 16, channels))
-    x = keras.layers.Conv2D(width, 3, padding="same")(inputs)
-    g0 = keras.layers.ReLU(name="group0")(x)
-    x = keras.layers.Conv2D(2 * width, 3, strides=2, padding="same")(g0)
-    g1 = keras.layers.ReLU(name="group1")(x)
-    outputs = keras.layers.Dense(5)(keras.layers.GlobalAveragePooling2D()(g1))
-    return keras.Model(inputs, outputs, name=name)
 
 
 def images(n=3, channels=3):
@@ -68,7 +58,7 @@ def test_overlay_blends_a_grayscale_image_with_the_colour_map():
 
 
 def test_plot_attention_writes_a_png_of_the_expected_size(tmp_path):
-    distiller = keras_at.Distiller(net(2, "s"), net(4, "t"))
+    distiller = keras_at.Distiller(tiny_net(2, "s"), tiny_net(4, "t"))
     path = tmp_path / "figs" / "attention.png"
     figure = visualize.plot_attention(distiller, images(5), path, max_images=3)
     # Columns: image, then teacher and student for each of the two pairs; 150 px per cell.
@@ -86,7 +76,8 @@ def test_plot_attention_writes_a_png_of_the_expected_size(tmp_path):
 
 
 def test_plot_attention_on_grayscale_without_saving():
-    distiller = keras_at.Distiller(net(2, "s", 1), net(4, "t", 1), pairs=[("group1", "group1")])
+    distiller = keras_at.Distiller(tiny_net(2, "s", channels=1), tiny_net(4, "t", channels=1),
+                                   pairs=[("group1", "group1")])
     figure = visualize.plot_attention(distiller, images(2, channels=1))
     assert len(figure.axes) == 2 * 3
     with pytest.raises(ValueError, match="images"):
