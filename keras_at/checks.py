@@ -11,6 +11,9 @@ import os
 
 import tensorflow as tf
 
+# The name scope of the label check's few ops in the traced step.
+LABEL_CHECK_SCOPE = "check_labels"
+
 
 def check_batch(x, y, tap, model_name: str) -> None:
     """Refuses images the tapped student cannot take, and labels outside its classes."""
@@ -33,11 +36,11 @@ def check_batch(x, y, tap, model_name: str) -> None:
         )
     if y is not None and y.dtype.is_integer:
         classes = tap.outputs[0].shape[-1]
-        tf.debugging.assert_non_negative(y, message="Labels must be >= 0.")
-        tf.debugging.assert_less(
-            y, tf.cast(classes, y.dtype),
-            message=f"Labels must be < {classes}, the number of classes of the student.",
-        )
+        with tf.name_scope(LABEL_CHECK_SCOPE):
+            in_range = tf.reduce_all((y >= 0) & (y < tf.cast(classes, y.dtype)))
+            tf.debugging.Assert(
+                in_range, [f"Labels must be in [0, {classes}), the student's classes; got:", y]
+            )
 
 
 def refuse_empty(x) -> None:
