@@ -1,8 +1,8 @@
-"""What the example scripts share: arguments, run directories, the paper's optimizer, the epoch log.
+"""What the example scripts share: flags, run directories, the paper's optimizer, the experiment.
 
-Every script trains through `fit` below, so the recipe (SGD with momentum, a step-decayed
-learning rate, weight decay inside the models), the rule that a run directory is never
-overwritten silently, `--resume`, and the per-epoch `history.json` are written once.
+The flags and their defaults (the paper's recipe), the rule that a run directory is never
+overwritten silently, `--resume`, the SGD schedule and the experiment itself (`run`: a teacher,
+given or trained first, then the student, every epoch logged) are written once, here.
 
 A run directory holds `args.json` (the arguments it was started with), `history.json` (every
 epoch of every phase), `logs/<phase>/` (TensorBoard, attention maps under `attention/`),
@@ -79,7 +79,8 @@ def add_training_args(parser: argparse.ArgumentParser, **defaults) -> None:
     g.add_argument("--lr", type=float, default=d["lr"], help="initial SGD learning rate")
     g.add_argument("--lr-epochs", type=int_list, default=int_list(d["lr_epochs"]),
                    help="epochs (from 0) at whose start the learning rate is multiplied by "
-                   "--lr-decay, e.g. 60,120,160")
+                   "--lr-decay, e.g. 60,120,160; a teacher trained here for --teacher-epochs "
+                   "gets them stretched in proportion")
     g.add_argument("--lr-decay", type=float, default=d["lr_decay"])
     g.add_argument("--momentum", type=float, default=d["momentum"],
                    help="SGD momentum (not Nesterov)")
@@ -91,6 +92,9 @@ def add_training_args(parser: argparse.ArgumentParser, **defaults) -> None:
                    help="train on the first N training examples only")
     g.add_argument("--test-limit", type=int, default=None,
                    help="evaluate on the first N test examples only (a fixed subset)")
+    g.add_argument("--test-every", type=int, default=1,
+                   help="evaluate on the test split (and log attention maps) every N epochs; "
+                   "the last epoch is always evaluated")
     g.add_argument("--verbose", type=int, default=2, choices=(0, 1, 2),
                    help="Keras fit verbosity: 2 prints one line per epoch")
     r = parser.add_argument_group("run directory")
@@ -111,6 +115,30 @@ def add_teacher_args(parser: argparse.ArgumentParser) -> None:
                    help="epochs of the teacher trained here (default: --epochs)")
     g.add_argument("--teacher-only", action="store_true",
                    help="train the teacher into --out and stop (then pass it as --teacher)")
+
+
+def add_transfer_args(parser: argparse.ArgumentParser, beta: float = 1e3,
+                      pairs: str = "auto") -> None:
+    """The Distiller's loss weights and attention mapping function."""
+    g = parser.add_argument_group("transfer (the Distiller)")
+    g.add_argument("--beta", type=float, default=beta,
+                   help="attention-transfer weight: the loss adds beta * sum of at_loss over "
+                   "pairs (paper: 1e3; 0 turns AT off)")
+    g.add_argument("--alpha", type=float, default=0.0,
+                   help="knowledge-distillation weight: (1-alpha)*task + alpha*KD "
+                   "(paper: 0.9; 0 turns KD off)")
+    g.add_argument("--temperature", type=float, default=4.0, help="KD temperature (paper: 4)")
+    g.add_argument("--beta-decay", type=float, default=None,
+                   help="multiply beta by this at each --lr-epochs epoch (default: 0.2 when "
+                   "AT is combined with KD, as in the paper; 1 never decays)")
+    g.add_argument("--attention", default="sum", choices=("sum", "mean", "max"),
+                   help="reduction over channels of the attention map |A|^p (Table 2)")
+    g.add_argument("--p", type=float, default=2.0, help="exponent p of the attention map")
+    g.add_argument("--pairs", type=parse_pairs, default=parse_pairs(pairs),
+                   help="'auto' (every group), or layers to pair, e.g. group1,group2 or "
+                   "student_layer:teacher_layer,...")
+    g.add_argument("--hint-beta", type=float, default=0.0,
+                   help="full-activation transfer weight (F-ActT, FitNets-style hints)")
 
 
 def add_folder_args(parser: argparse.ArgumentParser, image_size: int = 224) -> None:
@@ -146,30 +174,6 @@ def parse(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
     if args.teacher_only and args.teacher:
         parser.error("--teacher-only trains a teacher; it cannot be given one with --teacher.")
     return args
-
-
-def add_transfer_args(parser: argparse.ArgumentParser, beta: float = 1e3,
-                      pairs: str = "auto") -> None:
-    """The Distiller's loss weights and attention mapping function."""
-    g = parser.add_argument_group("transfer (the Distiller)")
-    g.add_argument("--beta", type=float, default=beta,
-                   help="attention-transfer weight: the loss adds beta * sum of at_loss over "
-                   "pairs (paper: 1e3; 0 turns AT off)")
-    g.add_argument("--alpha", type=float, default=0.0,
-                   help="knowledge-distillation weight: (1-alpha)*task + alpha*KD "
-                   "(paper: 0.9; 0 turns KD off)")
-    g.add_argument("--temperature", type=float, default=4.0, help="KD temperature (paper: 4)")
-    g.add_argument("--beta-decay", type=float, default=None,
-                   help="multiply beta by this at each --lr-epochs epoch (default: 0.2 when "
-                   "AT is combined with KD, as in the paper; 1 never decays)")
-    g.add_argument("--attention", default="sum", choices=("sum", "mean", "max"),
-                   help="reduction over channels of the attention map |A|^p (Table 2)")
-    g.add_argument("--p", type=float, default=2.0, help="exponent p of the attention map")
-    g.add_argument("--pairs", type=parse_pairs, default=parse_pairs(pairs),
-                   help="'auto' (every group), or layers to pair, e.g. group1,group2 or "
-                   "student_layer:teacher_layer,...")
-    g.add_argument("--hint-beta", type=float, default=0.0,
-                   help="full-activation transfer weight (F-ActT, FitNets-style hints)")
 
 
 def transfers(args) -> bool:
@@ -256,16 +260,18 @@ def write_json(path: str, value) -> None:
 # === Optimizer ===
 
 
-def sgd(args, steps_per_epoch: int) -> keras.optimizers.SGD:
+def sgd(args, steps_per_epoch: int, epochs: int | None = None) -> keras.optimizers.SGD:
     """The paper's SGD: momentum, no Nesterov, lr x `lr_decay` at each of `lr_epochs`.
 
-    The schedule is per step (the optimizer's iteration counter), so it resumes with the
-    optimizer's state. Weight decay is not here: it is in the models (see WEIGHT_DECAY_HELP).
+    For a run of `epochs` other than `args.epochs` (a teacher trained longer), the decay epochs
+    are stretched in proportion. The schedule is per step (the optimizer's iteration counter),
+    so it resumes with the optimizer's state. Weight decay is not here but in the models.
     """
+    scale = (epochs or args.epochs) / args.epochs
     lr = args.lr
     if args.lr_epochs:
         # The counter is the number of steps already taken: the first step of epoch e is e * n.
-        boundaries = [e * steps_per_epoch - 1 for e in args.lr_epochs]
+        boundaries = [round(e * scale) * steps_per_epoch - 1 for e in args.lr_epochs]
         values = [args.lr * args.lr_decay**i for i in range(len(boundaries) + 1)]
         lr = keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
     return keras.optimizers.SGD(lr, momentum=args.momentum, nesterov=False)
@@ -277,21 +283,21 @@ def sgd(args, steps_per_epoch: int) -> keras.optimizers.SGD:
 class TestError(keras.callbacks.Callback):
     """Logs `test_loss` and `test_error` of the network being trained (a Distiller's student).
 
-    With more than 5 classes, `test_top5_error` too.
+    With more than 5 classes, `test_top5_error` too. Every `every` epochs and after the last.
 
     Only the student runs, in inference mode: a Distiller's own `validation_data` would also
     run the teacher to report the transfer terms, which the error does not need.
     """
 
-    def __init__(self, data: tf.data.Dataset):
+    def __init__(self, dataset: tf.data.Dataset, every: int = 1):
         super().__init__()
-        self.data = data
+        self.dataset, self.every = dataset, every
         self._step = None
 
     def on_train_begin(self, logs=None):
         network = getattr(self.model, "student", self.model)
 
-        @tf.function
+        @tf.function(autograph=False)
         def step(x, y):
             logits = tf.cast(network(x, training=False), "float32")
             loss = keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)
@@ -304,7 +310,7 @@ class TestError(keras.callbacks.Callback):
 
     def evaluate(self) -> dict:
         totals, count = np.zeros(3), 0
-        for x, y in self.data:
+        for x, y in self.dataset:
             totals += [float(v) for v in self._step(x, y)]
             count += int(tf.shape(y)[0])
         loss, top1, top5 = totals / count
@@ -315,7 +321,8 @@ class TestError(keras.callbacks.Callback):
         return logs
 
     def on_epoch_end(self, epoch, logs=None):
-        if logs is not None:
+        if logs is not None and ((epoch + 1) % self.every == 0 or
+                                 epoch + 1 == self.params["epochs"]):
             logs.update(self.evaluate())
 
 
@@ -345,7 +352,7 @@ class EpochLog(keras.callbacks.Callback):
 
 
 def fit(model, train, test, run_dir: str, phase: str, epochs: int, verbose: int = 2,
-        schedules=(), attention_images=None) -> list[dict]:
+        schedules=(), attention_images=None, test_every: int = 1) -> list[dict]:
     """Trains `model` (compiled) for `epochs`, resumable; returns the phase's epoch records.
 
     Callback order matters: schedules and the test error write into the epoch logs before
@@ -353,20 +360,21 @@ def fit(model, train, test, run_dir: str, phase: str, epochs: int, verbose: int 
     """
     log_dir = os.path.join(run_dir, "logs", phase)
     history_path = os.path.join(run_dir, "history.json")
-    callbacks = [TestError(test), *schedules, EpochLog(history_path, phase),
+    callbacks = [TestError(test, test_every), *schedules, EpochLog(history_path, phase),
                  keras.callbacks.TensorBoard(log_dir, write_graph=False)]
     if attention_images is not None and getattr(model, "pairs", None):
-        callbacks.append(AttentionMapLogger(log_dir, attention_images))
+        callbacks.append(AttentionMapLogger(log_dir, attention_images, test_every))
     # Two copies: a process killed while writing one backup resumes from the other.
     backup = os.path.join(run_dir, f"backup_{phase}")
     callbacks.append(keras.callbacks.BackupAndRestore(backup, double_checkpoint=True))
-    model.fit(train, epochs=epochs, callbacks=callbacks, verbose=verbose)
+    # shuffle=False: keras_at.data shuffles the train split itself (fit would only warn).
+    model.fit(train, epochs=epochs, callbacks=callbacks, verbose=verbose, shuffle=False)
     return read_json(history_path)[phase]
 
 
-def first_images(data: tf.data.Dataset, count: int = 8):
+def first_images(dataset: tf.data.Dataset, count: int = 8):
     """The first `count` images of a dataset: the fixed batch whose attention maps are logged."""
-    images, _ = next(iter(data))
+    images, _ = next(iter(dataset))
     return images[:count]
 
 
@@ -377,8 +385,8 @@ def run(args, script: str, load_data, make_teacher, make_student) -> dict:
     """Runs one experiment into its run directory; returns its history.json contents.
 
     Args:
-        args: parsed flags of `add_training_args` and `add_transfer_args`, plus `teacher`
-            (a .keras path or None), `teacher_epochs` and `teacher_only`.
+        args: parsed flags of `add_training_args`, `add_teacher_args` and
+            `add_transfer_args`.
         script: name of the calling script, for the default run directory.
         load_data: `() -> (train, test)` datasets.
         make_teacher, make_student: `() -> keras.Model`, a fresh network to train (with any
@@ -410,7 +418,8 @@ def run(args, script: str, load_data, make_teacher, make_student) -> dict:
               f"beta={args.beta:g}, alpha={args.alpha:g}, hint_beta={args.hint_beta:g}.")
         model.compile(optimizer=sgd(args, steps), metrics=["accuracy"])
         fit(model, train, test, run_dir, "student", args.epochs, args.verbose,
-            schedules=beta_schedule(args), attention_images=first_images(test))
+            schedules=beta_schedule(args), attention_images=first_images(test),
+            test_every=args.test_every)
         student.save(os.path.join(run_dir, "student.keras"))
     return _finish(run_dir, "student", student, start)
 
@@ -432,11 +441,11 @@ def _teacher(args, run_dir, train, test, make_teacher) -> keras.Model:
 def _train_alone(model, phase, train, test, args, run_dir, epochs) -> None:
     """Trains a network on its task alone (a teacher, or the student without transfer)."""
     model.compile(
-        optimizer=sgd(args, int(train.cardinality())),
+        optimizer=sgd(args, int(train.cardinality()), epochs),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )
-    fit(model, train, test, run_dir, phase, epochs, args.verbose)
+    fit(model, train, test, run_dir, phase, epochs, args.verbose, test_every=args.test_every)
     model.save(os.path.join(run_dir, f"{phase}.keras"))
 
 

@@ -18,9 +18,11 @@ budget. The paper's numbers need the full recipe on CIFAR-10.
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor, as_completed
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -44,10 +46,12 @@ METHODS = {
 FULL = {
     "dataset": "cifar10", "limit": None, "test_limit": None, "epochs": 200,
     "teacher_epochs": 200, "lr_epochs": "60,120,160", "batch_size": 128, "seeds": 5,
+    "test_every": 1, "jobs": 1,
 }
 QUICK = {
-    "dataset": "fashion_mnist", "limit": 1000, "test_limit": 2000, "epochs": 15,
-    "teacher_epochs": 15, "lr_epochs": "9,12", "batch_size": 64, "seeds": 3,
+    "dataset": "fashion_mnist", "limit": 500, "test_limit": 2000, "epochs": 20,
+    "teacher_epochs": 60, "lr_epochs": "10,15", "batch_size": 32, "seeds": 3, "test_every": 5,
+    "jobs": 2,
 }
 
 
@@ -62,10 +66,15 @@ def parser() -> argparse.ArgumentParser:
                    help=f"comma-separated subset of {','.join(METHODS)}")
     p.add_argument("--epochs", type=int, help="student epochs")
     p.add_argument("--teacher-epochs", type=int)
-    p.add_argument("--lr-epochs", help="epochs at whose start the learning rate is x0.2")
+    p.add_argument("--lr-epochs", help="epochs at whose start the students' learning rate is "
+                   "x0.2 (stretched to the teacher's epochs for the teacher)")
     p.add_argument("--batch-size", type=int)
     p.add_argument("--limit", type=int, help="training examples (the first N)")
     p.add_argument("--test-limit", type=int, help="test examples (the first N, fixed)")
+    p.add_argument("--test-every", type=int, help="evaluate every N epochs (and the last)")
+    p.add_argument("--jobs", type=int, help="runs trained at the same time, each in its own "
+                   "process (on a CPU, one TensorFlow process keeps about one core busy with "
+                   "these small networks)")
     p.add_argument("--depth", type=int, default=16)
     p.add_argument("--width", type=int, default=1)
     p.add_argument("--teacher-depth", type=int, default=16)
@@ -84,10 +93,13 @@ def settle(args) -> dict:
     unknown = set(args.methods) - set(METHODS)
     if unknown:
         sys.exit(f"Unknown --methods {sorted(unknown)}; expected some of {list(METHODS)}.")
-    if args.quick and args.dataset is None and not on_disk("fashion_mnist"):
-        print("Fashion-MNIST is not on disk (apt-get install dataset-fashion-mnist); "
-              "using scikit-learn's digits instead.")
-        budget["dataset"] = "digits"
+    if args.quick and args.dataset is None:
+        if on_disk("fashion_mnist"):
+            print("--quick: Fashion-MNIST, found on disk.")
+        else:
+            print("--quick: Fashion-MNIST is not on disk (apt-get install "
+                  "dataset-fashion-mnist); using scikit-learn's digits instead.")
+            budget["dataset"] = "digits"
     return budget
 
 
@@ -107,19 +119,71 @@ def on_disk(name: str) -> bool:
             os.environ["KERAS_AT_OFFLINE"] = previous
 
 
-def run(argv: list[str], resume: bool) -> dict:
-    """One cifar.py run in this process; a fresh Keras session each time."""
+def run(argv: list[str]) -> dict:
+    """One cifar.py run, in this process; a fresh Keras session each time."""
     keras.backend.clear_session()
-    return cifar.main(argv + (["--resume"] if resume else []))
+    return cifar.main(argv)
 
 
 def common_flags(budget: dict, args) -> list[str]:
     flags = ["--dataset", budget["dataset"], "--batch-size", str(budget["batch_size"]),
-             "--lr-epochs", budget["lr_epochs"], "--verbose", str(args.verbose)]
+             "--epochs", str(budget["epochs"]), "--lr-epochs", budget["lr_epochs"],
+             "--test-every", str(budget["test_every"]), "--verbose", str(args.verbose)]
     for key in ("limit", "test_limit"):
         if budget[key] is not None:
             flags += [f"--{key.replace('_', '-')}", str(budget[key])]
-    return flags
+    return flags + (["--resume"] if args.resume else [])
+
+
+def grid(budget: dict, args, out: str) -> tuple[dict, dict]:
+    """Trains the teacher and every student; returns its history and {(seed, method): history}.
+
+    With `jobs` > 1 the runs go to a pool of worker processes: the students trained alone
+    start beside the teacher, the others once the teacher is saved.
+    """
+    start = time.time()
+    flags = common_flags(budget, args)
+    teacher_dir = os.path.join(out, "teacher")
+    # Its curve is not plotted: a test every quarter of its epochs is enough.
+    teacher_flags = flags + [
+        "--test-every", str(max(budget["test_every"], budget["teacher_epochs"] // 4)),
+        "--teacher-only", "--teacher-depth", str(args.teacher_depth),
+        "--teacher-width", str(args.teacher_width),
+        "--teacher-epochs", str(budget["teacher_epochs"]), "--out", teacher_dir]
+    students = {
+        (seed, method): flags + METHODS[method] + [
+            "--depth", str(args.depth), "--width", str(args.width), "--seed", str(seed),
+            "--teacher", os.path.join(teacher_dir, "teacher.keras"),
+            "--out", os.path.join(out, f"{method}-seed{seed}")]
+        for seed in range(budget["seeds"]) for method in args.methods
+    }
+    alone = [key for key in students if key[1] == "student"]
+    taught = [key for key in students if key[1] != "student"]
+
+    def done(key, history):
+        label = "teacher" if key == "teacher" else f"{key[1]}, seed {key[0]}"
+        print(f"{label}: test error {100 * history['test_error']:.2f}% "
+              f"({(time.time() - start) / 60:.1f} min)", flush=True)
+        return history
+
+    print(f"Teacher WRN-{args.teacher_depth}-{args.teacher_width} on {budget['dataset']}, "
+          f"{len(students)} student runs, {budget['jobs']} at a time.", flush=True)
+    if budget["jobs"] <= 1:
+        teacher = done("teacher", run(teacher_flags))
+        histories = {key: done(key, run(students[key])) for key in alone + taught}
+        return teacher, {key: histories[key] for key in students}
+    # "spawn": fresh interpreters, not forks of a process whose TensorFlow is initialised.
+    context = multiprocessing.get_context("spawn")
+    pool = ProcessPoolExecutor(budget["jobs"], mp_context=context)
+    try:
+        teacher_future = pool.submit(run, teacher_flags)
+        futures = {pool.submit(run, students[key]): key for key in alone}
+        teacher = done("teacher", teacher_future.result())
+        futures.update({pool.submit(run, students[key]): key for key in taught})
+        histories = {futures[f]: done(futures[f], f.result()) for f in as_completed(futures)}
+    finally:  # on a failed run, stop at once instead of training the queued ones
+        pool.shutdown(cancel_futures=True)
+    return teacher, {key: histories[key] for key in students}
 
 
 def main(argv=None) -> dict:
@@ -127,29 +191,9 @@ def main(argv=None) -> dict:
     budget = settle(args)
     out = _common.prepare_run_dir(args, "reproduce")
     start = time.time()
-    flags = common_flags(budget, args)
-
-    print(f"Teacher WRN-{args.teacher_depth}-{args.teacher_width} on {budget['dataset']}.")
-    teacher_dir = os.path.join(out, "teacher")
-    teacher = run(flags + ["--teacher-only", "--depth", str(args.teacher_depth),
-                           "--width", str(args.teacher_width),
-                           "--teacher-depth", str(args.teacher_depth),
-                           "--teacher-width", str(args.teacher_width),
-                           "--teacher-epochs", str(budget["teacher_epochs"]),
-                           "--epochs", str(budget["teacher_epochs"]), "--out", teacher_dir],
-                  args.resume)
-    runs = []
-    for seed in range(budget["seeds"]):
-        for method in args.methods:
-            print(f"{method}, seed {seed}.")
-            history = run(flags + METHODS[method] + [
-                "--depth", str(args.depth), "--width", str(args.width),
-                "--epochs", str(budget["epochs"]), "--seed", str(seed),
-                "--teacher", os.path.join(teacher_dir, "teacher.keras"),
-                "--out", os.path.join(out, f"{method}-seed{seed}"),
-            ], args.resume)
-            runs.append({"method": method, "seed": seed, "test_error": history["test_error"],
-                         "epochs": history["student"]})
+    teacher, histories = grid(budget, args, out)
+    runs = [{"method": method, "seed": seed, "test_error": h["test_error"],
+             "epochs": h["student"]} for (seed, method), h in histories.items()]
     results = {
         "dataset": budget["dataset"],
         "budget": budget,
@@ -234,10 +278,11 @@ def plot(results: dict, path: str) -> None:
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
     for method in results["summary"]:
-        curves = np.array([[100 * e["test_error"] for e in r["epochs"]]
-                           for r in results["runs"] if r["method"] == method])
-        epochs = np.arange(1, curves.shape[1] + 1)
-        line, = ax.plot(epochs, np.median(curves, axis=0), label=f"{method} (median)")
+        runs = [r["epochs"] for r in results["runs"] if r["method"] == method]
+        epochs = [e["epoch"] for e in runs[0] if "test_error" in e]
+        curves = np.array([[100 * e["test_error"] for e in run if "test_error" in e]
+                           for run in runs])
+        line, = ax.plot(epochs, np.median(curves, axis=0), marker="o", label=f"{method} (median)")
         ax.fill_between(epochs, curves.min(axis=0), curves.max(axis=0), alpha=0.2,
                         color=line.get_color())
     ax.axhline(100 * results["teacher_test_error"], color="k", linestyle="--",

@@ -6,6 +6,7 @@ images) and one or two short epochs keep the whole file to a few minutes on two 
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 import signal
@@ -40,6 +41,15 @@ def script(name: str, *args: str, timeout: float = 240) -> subprocess.CompletedP
 def ok(result: subprocess.CompletedProcess) -> subprocess.CompletedProcess:
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return result
+
+
+def example(name: str):
+    """Imports examples/<name>.py as a module, as the scripts import each other."""
+    sys.path.insert(0, EXAMPLES)
+    try:
+        return importlib.import_module(name)
+    finally:
+        sys.path.remove(EXAMPLES)
 
 
 def history(run_dir) -> dict:
@@ -92,7 +102,7 @@ def test_cifar_resumes_a_killed_run_to_the_same_epochs(cifar_run, tmp_path):
     """AT+KD, killed during its second epoch, finishes with --resume: every epoch once,
     the learning rate and the decayed beta where the schedule puts them."""
     run_dir = tmp_path / "at-kd"
-    args = [*TINY, "--limit", "512", "--epochs", "4", "--lr-epochs", "2,3", "--alpha", "0.9",
+    args = [*TINY, "--limit", "256", "--epochs", "4", "--lr-epochs", "2,3", "--alpha", "0.9",
             "--teacher", cifar_run / "teacher.keras", "--out", run_dir]
     process = subprocess.Popen(
         [sys.executable, os.path.join(EXAMPLES, "cifar.py"), *map(str, args)],
@@ -119,10 +129,12 @@ def test_cifar_resumes_a_killed_run_to_the_same_epochs(cifar_run, tmp_path):
     assert "finished already" in ok(script("cifar.py", *args, "--resume")).stdout
 
 
-def test_cifar_resume_refuses_other_arguments(cifar_run):
-    result = script("cifar.py", *TINY, "--epochs", "3", "--lr-epochs", "", "--out", cifar_run,
-                    "--resume")
-    assert result.returncode != 0 and "epochs" in result.stderr
+def test_resume_refuses_other_arguments(cifar_run):
+    cifar = example("cifar")
+    args = cifar.parser().parse_args(
+        [*map(str, TINY), "--epochs", "3", "--lr-epochs", "", "--out", str(cifar_run), "--resume"])
+    with pytest.raises(SystemExit, match="epochs: run has 1, given 3"):
+        cifar._common.prepare_run_dir(args, "cifar")
 
 
 # === reproduce.py ===
@@ -131,7 +143,7 @@ def test_cifar_resume_refuses_other_arguments(cifar_run):
 def test_reproduce_writes_table_json_and_plot(tmp_path):
     out = tmp_path / "grid"
     result = ok(script("reproduce.py", "--quick", *TINY, "--epochs", "1",
-                       "--teacher-epochs", "1", "--lr-epochs", "", "--seeds", "2",
+                       "--teacher-epochs", "1", "--lr-epochs", "", "--seeds", "1",
                        "--out", out, timeout=400))
     table = (out / "results.md").read_text()
     assert table in result.stdout  # printed at the end, as `make demo` shows it
@@ -141,8 +153,8 @@ def test_reproduce_writes_table_json_and_plot(tmp_path):
     with open(out / "results.json") as f:
         results = json.load(f)
     assert results["dataset"] == "digits"
-    assert sorted((r["method"], r["seed"]) for r in results["runs"]) == sorted(
-        (m, s) for m in ("student", "AT", "KD", "AT+KD") for s in (0, 1))
+    assert [(r["method"], r["seed"]) for r in results["runs"]] == [
+        ("student", 0), ("AT", 0), ("KD", 0), ("AT+KD", 0)]
     assert all(len(r["epochs"]) == 1 for r in results["runs"])
     at = results["summary"]["AT"]
     assert at["median"] == pytest.approx(np.median(at["errors"]))
@@ -198,11 +210,7 @@ def test_finetune_fine_tunes_teacher_then_at_student_with_frozen_layers(finetune
 
 
 def test_finetune_copies_pretrained_weights_by_name(tmp_path):
-    sys.path.insert(0, EXAMPLES)
-    try:
-        import finetune
-    finally:
-        sys.path.remove(EXAMPLES)
+    finetune = example("finetune")
     from keras_at import models
 
     imagenet = models.resnet(18, num_classes=5, input_shape=(32, 32, 3))
