@@ -79,3 +79,22 @@ def test_step_is_traced_once_per_fit_while_weights_change(tiny_pair, tiny_data):
     assert CountingDistiller.traces == 1
     assert history.history["beta"] == pytest.approx([1e3, 500.0, 1e3 / 3])
     assert history.history["alpha"] == pytest.approx([0.5, 0.4, 0.3])
+
+
+def test_jit_compile_is_an_option_with_the_same_losses(tiny_data):
+    """XLA (off by default on CPU, Keras's "auto") compiles every term to the same values."""
+    x, y = tiny_data
+    histories = []
+    for jit_compile in (False, True):
+        keras.utils.set_random_seed(0)
+        student, teacher = tiny_net(4, "student"), tiny_net(8, "teacher")
+        distiller = keras_at.Distiller(student, teacher, alpha=0.5, hint_beta=1.0,
+                                       grad_beta=0.1)
+        distiller.compile(optimizer=keras.optimizers.SGD(0.01), jit_compile=jit_compile)
+        histories.append(distiller.fit(x, y, batch_size=16, epochs=2, shuffle=False,
+                                       verbose=0).history)
+        assert distiller.jit_compile is jit_compile
+    assert set(histories[0]) == {"loss", "task_loss", "at_loss", "kd_loss", "hint_loss",
+                                 "grad_at_loss"}
+    for key, values in histories[0].items():
+        np.testing.assert_allclose(histories[1][key], values, rtol=1e-4, err_msg=key)
