@@ -321,11 +321,12 @@ def test_image_folder_skips_broken_file_with_warning(tmp_path):
     assert len(record) == 1
     images, labels = collect(dataset)
     assert images.shape == (4, 16, 16, 3)
-    np.testing.assert_array_equal(labels, [0, 0, 0, 1])
+    # Stratified order: cat's a, b, nested/c at 1/6, 3/6, 5/6; dog's broken, d at 1/4, 3/4.
+    np.testing.assert_array_equal(labels, [0, 0, 1, 0])
     restored = pixels(images, str(root))
     np.testing.assert_allclose(restored[0], np.broadcast_to([255, 0, 0], (16, 16, 3)), atol=1)
-    np.testing.assert_allclose(restored[2], np.full((16, 16, 3), 128), atol=1)  # gray -> RGB
-    np.testing.assert_allclose(restored[3], np.broadcast_to([0, 0, 255], (16, 16, 3)), atol=1)
+    np.testing.assert_allclose(restored[3], np.full((16, 16, 3), 128), atol=1)  # gray -> RGB
+    np.testing.assert_allclose(restored[2], np.broadcast_to([0, 0, 255], (16, 16, 3)), atol=1)
     info = data.info(root)
     assert info.class_names == ("cat", "dog") and info.image_shape == (224, 224, 3)
     with warnings.catch_warnings(record=True):
@@ -339,13 +340,28 @@ def test_image_folder_split_subfolders(tmp_path):
             for i in range(count):
                 _save(tmp_path / "ds" / split / cls / f"{i}.png", (i * 40, 0, 0), (8, 8))
     _, labels = collect(data.load(tmp_path / "ds", "val", image_size=8))
-    np.testing.assert_array_equal(labels, [0, 0, 1, 1])
+    np.testing.assert_array_equal(labels, [0, 1, 0, 1])  # stratified: classes interleaved
     _, labels = collect(data.load("ds", "train[-2:]", data_dir=tmp_path, image_size=8))
-    np.testing.assert_array_equal(np.sort(labels), [1, 1])
+    np.testing.assert_array_equal(np.sort(labels), [0, 1])  # the last file of each class
     with pytest.raises(ValueError, match="no 'test' sub-folder"):
         data.load(tmp_path / "ds", "test")
     with pytest.raises(ValueError, match="'train' split only"):
         data.load(tmp_path / "ds" / "val", "test")
+
+
+def test_image_folder_holdout_slices_are_stratified(tmp_path):
+    sizes = {"ant": 4, "bee": 8, "cow": 28}  # 40 files, classes of unequal size
+    for cls, count in sizes.items():
+        for i in range(count):
+            _save(tmp_path / "zoo" / cls / f"{i:02d}.png", (i, 0, 0), (4, 4))
+    counts = {}
+    for split in ("train[:75%]", "train[75%:]"):
+        _, labels = collect(data.load(tmp_path / "zoo", split, image_size=4, shuffle=False))
+        counts[split] = np.bincount(labels, minlength=3)
+    np.testing.assert_array_equal(counts["train[75%:]"], [1, 2, 7])  # a quarter of each class
+    np.testing.assert_array_equal(counts["train[:75%]"], [3, 6, 21])
+    _, labels = collect(data.load(tmp_path / "zoo", limit=10, image_size=4, shuffle=False))
+    assert set(labels) == {0, 1, 2}
 
 
 # === Augmentation ===

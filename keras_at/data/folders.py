@@ -5,6 +5,10 @@ split. A folder holding a `train/` sub-folder (`root/<split>/<class>/<image>`) h
 sub-folder ("train", "val", "test", ...); the classes are those of `train/`. Class order is the
 sorted folder names. Files are found at any depth under a class folder; only the extensions
 TensorFlow decodes are read (and hidden files skipped).
+
+A split's files are listed in a stratified order: each class's files (in path order) are spread
+evenly over the list, so any contiguous slice (`"train[90%:]"` as a held-out set, or `limit=`)
+holds about each class's share of the split instead of the last classes only.
 """
 
 from __future__ import annotations
@@ -60,7 +64,7 @@ def split_dir(root: str, split: str) -> str:
 
 
 def files(root: str, split: str, classes: tuple[str, ...]) -> tuple[list[str], np.ndarray]:
-    """Image paths of `split` in class order, then path order, and their labels."""
+    """Image paths of `split` and their labels, in the stratified order of the module doc."""
     directory = split_dir(root, split)
     unknown = sorted(set(_subdirs(directory)) - set(classes))
     if unknown:
@@ -68,15 +72,22 @@ def files(root: str, split: str, classes: tuple[str, ...]) -> tuple[list[str], n
             f"Image folder {directory} has class folders {unknown} that are not among the "
             f"classes {list(classes)} of {root}."
         )
-    paths, labels = [], []
+    paths, labels, positions = [], [], []
     for label, name in enumerate(classes):
+        found = []
         for parent, dirs, names in os.walk(os.path.join(directory, name)):
             dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-            for file in sorted(names):
-                if not file.startswith(".") and file.lower().endswith(EXTENSIONS):
-                    paths.append(os.path.join(parent, file))
-                    labels.append(label)
-    return paths, np.asarray(labels, np.int32)
+            found += [
+                os.path.join(parent, file)
+                for file in sorted(names)
+                if not file.startswith(".") and file.lower().endswith(EXTENSIONS)
+            ]
+        paths += found
+        labels += [label] * len(found)
+        # The j-th of n files sits at (j + 0.5) / n of the way through the split.
+        positions += [(j + 0.5) / len(found) for j in range(len(found))]
+    order = np.lexsort((np.asarray(labels), np.asarray(positions)))
+    return [paths[i] for i in order], np.asarray(labels, np.int32)[order]
 
 
 def decode(contents: tf.Tensor) -> tf.Tensor:
