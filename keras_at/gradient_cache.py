@@ -56,7 +56,7 @@ class TeacherGradientCache:
         ```
         """
         check_per_example_loss(self._task_loss_fn)
-        if len(x) != len(y) or not (isinstance(batch_size, int) and batch_size > 0):
+        if len(x) != len(y) or not (isinstance(batch_size, int | np.integer) and batch_size > 0):
             raise ValueError(
                 f"Expected as many labels as images and a positive batch_size; got {len(x)} "
                 f"images, {len(y)} labels and batch_size={batch_size!r}."
@@ -64,7 +64,7 @@ class TeacherGradientCache:
 
         @tf.function(reduce_retracing=True)
         def teacher_gradients(images, labels):
-            check_batch(images, labels, self._taps.teacher, self.teacher.name)
+            check_batch(images, labels, self._taps.student, self.student.name)  # as the step
             *_, jacobian = self._run(self._taps.teacher, images, labels, None, False, True)
             return jacobian
 
@@ -86,7 +86,7 @@ class TeacherGradientCache:
         `((images, teacher_gradients), labels)`, each image flipped with probability 1/2 per
         epoch when `flip`, and paired with J_T of the image as flipped. Exact when these flips
         are the only augmentation. Order and flips are those of `keras_at.data.load` with
-        `augment=Augmentation(pad=0)` and the same `seed`.
+        `augment=Augmentation(pad=0)` and the same `seed`, under the same global seed.
 
         Args:
             x: `(N, H, W, C)` floating-point images, normalised, not augmented.

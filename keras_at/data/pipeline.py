@@ -232,7 +232,7 @@ def example_indices(
 
     Each seed is a stateless `(2,)` seed for that example's augmentation: reproducible from
     `seed`, new in every epoch. `load()` and `with_teacher_gradients` both start here, so the
-    same `seed` gives them the same order and the same draws.
+    same `seed` (and global seed, which `tf.data` reads too) gives them the same order and draws.
     """
     data = tf.data.Dataset.range(count)
     if shuffle:

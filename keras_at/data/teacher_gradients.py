@@ -30,7 +30,8 @@ def with_teacher_gradients(
     With `flipped_gradients`, each example is flipped horizontally with probability 1/2, drawn
     per example and per epoch, and a flipped image comes with its entry of
     `flipped_gradients`: the teacher's gradient at the flipped image. Order and flips are those
-    of `load()` with `Augmentation(pad=0)` (flips only) and the same `seed`.
+    of `load()` with `Augmentation(pad=0)` (flips only) and the same `seed` (and global seed:
+    `tf.data` combines both).
 
     Most users call `Distiller.cached_gradient_dataset`, which computes both tables first.
 
