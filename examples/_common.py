@@ -404,7 +404,7 @@ def run(args, script: str, load_data, make_teacher, make_student) -> dict:
 
     teacher = None
     if transfers(args) or args.teacher_only:
-        teacher = _teacher(args, run_dir, train, test, make_teacher)
+        teacher = load_or_train_teacher(args, run_dir, train, test, make_teacher)
     if args.teacher_only:
         return _finish(run_dir, "teacher", teacher, start)
     keras.utils.set_random_seed(args.seed)
@@ -424,7 +424,8 @@ def run(args, script: str, load_data, make_teacher, make_student) -> dict:
     return _finish(run_dir, "student", student, start)
 
 
-def _teacher(args, run_dir, train, test, make_teacher) -> keras.Model:
+def load_or_train_teacher(args, run_dir, train, test, make_teacher) -> keras.Model:
+    """The teacher: `--teacher`'s file, the run's finished `teacher.keras`, or trained here."""
     if args.teacher:
         return keras.saving.load_model(args.teacher)
     path = os.path.join(run_dir, "teacher.keras")

@@ -11,6 +11,9 @@ gradient tape, and the student forward once through one multi-output tap
 model. Input-gradient terms (eq. 4 and 6, Drucker & LeCun) add an inner
 tape for the student's input gradient J_S inside the outer tape for the
 weights (double backprop); when they are all off, no inner tape is traced.
+The teacher's J_T (eq. 4) is a fixed function of the example: given with the
+images as `((images, J_T), labels)` (`cached_gradient_dataset`), it is read
+instead of computed, and gradient AT alone does not run the teacher at all.
 
 Every loss is the global mean over the whole batch under `tf.distribute`:
 terms are computed as per-replica means, logged with the replica's batch
@@ -25,7 +28,8 @@ from keras import ops
 
 from keras_at import features as feat
 from keras_at.attention import check_attention_args, normalized_attention
-from keras_at.checks import check_batch, refuse_empty, refuse_overwrite
+from keras_at.checks import check_batch, refuse_empty, refuse_overwrite, split_teacher_gradients
+from keras_at.gradient_cache import TeacherGradientCache, step_gradients
 from keras_at.losses import at_loss, hint_loss, input_gradient_distance, kd_loss
 from keras_at.weights import (
     GRADIENT_WEIGHTS,
@@ -42,7 +46,7 @@ def _replicas() -> int:
 
 
 @keras.saving.register_keras_serializable(package="keras_at")
-class Distiller(keras.Model):
+class Distiller(TeacherGradientCache, keras.Model):
     """Trains a student with attention transfer (and KD, hints, gradient AT) from a teacher.
 
     The teacher is frozen: it is never trained and always runs in inference
@@ -61,7 +65,8 @@ class Distiller(keras.Model):
         alpha: KD weight in `(1 - alpha) * task + alpha * kd_loss`, in [0, 1].
         temperature: KD softmax temperature, > 0.
         hint_beta: weight of F-ActT (full-activation l2 on the same pairs).
-        grad_beta: weight of gradient-based AT, `0.5 * mean_b ||J_S - J_T||²`.
+        grad_beta: weight of gradient-based AT, `0.5 * mean_b ||J_S - J_T||²`; the frozen
+            teacher's J_T can be computed once instead (`cached_gradient_dataset`).
         symmetry_beta: weight of eq. 6, `0.5 * mean_b ||J_S(x) - flip(J_S(flip x))||²`.
         input_grad_penalty: weight of `0.5 * mean_b ||J_S||²` (Drucker & LeCun).
         input_shape: `(H, W, C)`, needed only when both networks are subclassed.
@@ -235,22 +240,24 @@ class Distiller(keras.Model):
             jacobian = ops.flip(jacobian, axis=2)
         return outputs[0], outputs[1:], task, jacobian
 
-    def _teacher_outputs(self, x, y, sample_weight):
+    def _teacher_outputs(self, x, y, sample_weight, cached=None):
+        """Teacher logits, features and J_T; with `cached` J_T, a forward pass only if needed."""
         active = self._active
-        if not active & {"beta", "alpha", "hint_beta", "grad_beta"}:
-            return None, [], None
-        logits, features, _, jacobian = self._run(
-            self._taps.teacher, x, y, sample_weight, training=False,
-            gradients="grad_beta" in active,
-        )
-        stop = tf.stop_gradient
-        jacobian = None if jacobian is None else stop(jacobian)
-        return stop(logits), [stop(f) for f in features], jacobian
+        fresh = "grad_beta" in active and cached is None
+        logits, features, jacobian = None, [], None
+        if fresh or active & {"beta", "alpha", "hint_beta"}:
+            logits, features, _, jacobian = self._run(
+                self._taps.teacher, x, y, sample_weight, training=False, gradients=fresh
+            )
+            logits, features = tf.stop_gradient(logits), [tf.stop_gradient(f) for f in features]
+        if cached is not None:
+            jacobian = step_gradients(cached, sample_weight, self._task_loss_fn)
+        return logits, features, None if jacobian is None else tf.stop_gradient(jacobian)
 
-    def _compute_terms(self, x, y, sample_weight, training):
+    def _compute_terms(self, x, y, sample_weight, training, cached=None):
         """All terms of the total loss, as a dict {history key: per-replica mean}."""
         active = self._active
-        t_logits, t_features, t_jacobian = self._teacher_outputs(x, y, sample_weight)
+        t_logits, t_features, t_jacobian = self._teacher_outputs(x, y, sample_weight, cached)
         needs_gradient = bool(active & set(GRADIENT_WEIGHTS))
         logits, s_features, task, jacobian = self._run(
             self._taps.student, x, y, sample_weight, training, needs_gradient
@@ -312,12 +319,18 @@ class Distiller(keras.Model):
                 variables += adapter.trainable_variables
         return variables
 
-    def train_step(self, data):
+    def _unpack(self, data):
+        """`(images, labels, sample_weight, cached J_T or None)` of a batch, checked."""
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        x, cached = split_teacher_gradients(x, "grad_beta" in self._active)
         check_batch(x, y, self._taps.student, self.student.name)
+        return x, y, sample_weight, cached
+
+    def train_step(self, data):
+        x, y, sample_weight, cached = self._unpack(data)
         variables = self._student_variables()
         with tf.GradientTape() as tape:
-            logits, terms = self._compute_terms(x, y, sample_weight, training=True)
+            logits, terms = self._compute_terms(x, y, sample_weight, training=True, cached=cached)
             total = self._total(terms)
             scaled = self.optimizer.scale_loss(total / _replicas())
         gradients = [
@@ -328,9 +341,8 @@ class Distiller(keras.Model):
         return self._record(x, y, logits, sample_weight, terms, total)
 
     def test_step(self, data):
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        check_batch(x, y, self._taps.student, self.student.name)
-        logits, terms = self._compute_terms(x, y, sample_weight, training=False)
+        x, y, sample_weight, cached = self._unpack(data)
+        logits, terms = self._compute_terms(x, y, sample_weight, training=False, cached=cached)
         return self._record(x, y, logits, sample_weight, terms, self._total(terms))
 
     # === Inspection ===

@@ -422,6 +422,60 @@ def test_no_flip_augmentation_only_translates():
         assert (candidates == x).all(1).any()
 
 
+# === Precomputed teacher gradients travelling with their images ===
+
+
+def test_with_teacher_gradients_follows_load_order_and_flips_with_each_gradient():
+    """Same seed: the images, order and flips of the flips-only `from_arrays` pipeline, and
+    each image carries the gradient table entry of the image as it is shown (flipped or not)."""
+    rng = np.random.default_rng(0)
+    raw = rng.integers(0, 256, (24, 6, 5, 3), dtype=np.uint8)
+    labels = np.arange(24)
+    mean, std = (0.4, 0.5, 0.6), (0.2, 0.3, 0.25)
+    plain = data.from_arrays(raw, labels, batch_size=24, mean=mean, std=std)
+    images, _ = collect(plain)  # the un-augmented arrays, as an example gets them
+    # Entries tell the two tables and the examples apart: +i for J(x_i), -i - 100 for J(flip x_i).
+    index = np.broadcast_to(labels[:, None, None, None], images.shape).astype("float32")
+    flipped_table = -index - 100
+
+    for seed in (0, 1):
+        reference = data.from_arrays(raw, labels, batch_size=8, augmentation=Augmentation(pad=0),
+                                     shuffle=True, seed=seed, mean=mean, std=std)
+        cached = data.with_teacher_gradients(images, labels, index, flipped_table,
+                                             batch_size=8, seed=seed)
+        assert int(cached.cardinality()) == 3
+        flips = []
+        for _ in range(2):  # two epochs: both reshuffle and redraw the same way
+            for (x_ref, y_ref), ((x, g), y) in zip(reference, cached, strict=True):
+                np.testing.assert_array_equal(y, y_ref)
+                np.testing.assert_array_equal(x, x_ref)
+                for xi, gi, yi in zip(x.numpy(), g.numpy(), y.numpy(), strict=True):
+                    flipped = not np.array_equal(xi, images[yi])
+                    if flipped:
+                        np.testing.assert_array_equal(xi, images[yi, :, ::-1])
+                    np.testing.assert_array_equal(gi, flipped_table[yi] if flipped else index[yi])
+                    flips.append(flipped)
+        assert 0.25 < np.mean(flips) < 0.75
+
+    (x, g), y = next(iter(data.with_teacher_gradients(images, labels, index, batch_size=24,
+                                                      shuffle=False)))
+    np.testing.assert_array_equal(x, images)
+    np.testing.assert_array_equal(g, index)
+    np.testing.assert_array_equal(y, labels)
+
+
+def test_with_teacher_gradients_refuses_mismatched_tables():
+    images = np.zeros((4, 6, 6, 3), "float32")
+    with pytest.raises(ValueError, match=r"`gradients` of shape \(4, 6, 6, 1\)"):
+        data.with_teacher_gradients(images, np.arange(4), np.zeros((4, 6, 6, 1)))
+    with pytest.raises(ValueError, match="`flipped_gradients` of shape"):
+        data.with_teacher_gradients(images, np.arange(4), images, images[:3])
+    with pytest.raises(ValueError, match="floating-point images"):
+        data.with_teacher_gradients(images.astype("uint8"), np.arange(4), images)
+    with pytest.raises(ValueError, match="N labels"):
+        data.with_teacher_gradients(images, np.arange(3), images)
+
+
 # === Errors and metadata ===
 
 

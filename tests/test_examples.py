@@ -137,6 +137,28 @@ def test_resume_refuses_other_arguments(cifar_run):
         cifar._common.prepare_run_dir(args, "cifar")
 
 
+# === gradient_at.py ===
+
+
+@pytest.mark.skipif(
+    not os.path.isdir("/usr/share/datasets/fashion-mnist") and not os.environ.get("CI"),
+    reason="apt-get install dataset-fashion-mnist (CI installs it, so there this fails instead)",
+)
+def test_gradient_at_trains_grad_at_on_cached_teacher_gradients_of_images_and_flips(tmp_path):
+    out = tmp_path / "table3"
+    result = ok(script("gradient_at.py", "--dataset", "fashion_mnist", "--limit", "64",
+                       "--test-limit", "64", "--batch-size", "32", "--epochs", "1",
+                       "--lr-epochs", "", "--methods", "grad_at", "--out", out))
+    assert "Teacher input gradients of 64 images and their flips computed once" in result.stdout
+    with open(out / "results.json") as f:
+        results = json.load(f)
+    run = results["methods"]["grad_at"]
+    assert run["weights"] == {"grad_beta": 1.0} and 0 <= run["test_error"] <= 1
+    record = history(out)["grad_at"][0]
+    assert np.isfinite(record["grad_at_loss"]) and record["grad_at_loss"] > 0
+    assert (out / "teacher.keras").is_file() and (out / "grad_at.keras").is_file()
+
+
 # === reproduce.py ===
 
 

@@ -2,7 +2,8 @@
 
 Every expected number here is measured with the test's own `tf.GradientTape`s, never read
 back from keras_at: J = d/dx of the sum over the batch of per-example cross-entropies, and
-each term is `0.5 * mean_b ||J_b - J'_b||²`.
+each term is `0.5 * mean_b ||J_b - J'_b||²`. Precomputed teacher gradients are checked the same
+way: against the test's tape, and against the step that computes them itself.
 """
 
 import collections
@@ -155,9 +156,13 @@ def test_second_backprop_reaches_every_weight_through_batch_norm(weight):
 
 
 def traced_step(model, x, y):
-    """The graph of the model's train step, as `fit` traces it (after one real step)."""
-    model.fit(x, y, batch_size=len(x), epochs=1, verbose=0)
-    spec = (tf.TensorSpec(x.shape, tf.float32), tf.TensorSpec(y.shape, tf.int64))
+    """The graph of the model's train step, as `fit` traces it (after one real step).
+
+    `x` is images, or `(images, teacher_gradients)`.
+    """
+    model.fit(x, y, batch_size=len(y), epochs=1, verbose=0)
+    x_spec = tf.nest.map_structure(lambda a: tf.TensorSpec(a.shape, tf.float32), x)
+    spec = (x_spec, tf.TensorSpec(y.shape, tf.int64))
     return tf.function(model.train_step).get_concrete_function(spec).graph
 
 
@@ -213,3 +218,165 @@ def test_gradient_terms_combine_with_activation_at_and_kd():
                  + 10.0 * (logs["grad_at_loss"] + logs["symmetry_loss"]
                            + logs["input_grad_loss"]))
         assert logs["loss"] == pytest.approx(total, rel=1e-4)
+
+
+# === Teacher gradients computed once (gradient AT with a frozen teacher) ===
+
+
+@pytest.fixture
+def bn_teacher():
+    """A teacher with BN whose moving statistics differ from batch statistics."""
+    x, y = data(32, seed=5)
+    teacher = conv_net(8, True, "teacher", seed=1)
+    teacher.compile(optimizer=keras.optimizers.SGD(0.1), loss=CE)
+    teacher.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    return teacher
+
+
+def test_teacher_input_gradients_equal_an_independent_tape(bn_teacher):
+    x, y = data(40)
+    batch_statistics = input_gradient(bn_teacher, x, y, training=True)  # before it is frozen
+    distiller = compiled(keras_at.Distiller(conv_net(4, True, "s", 0), bn_teacher, pairs=[],
+                                            grad_beta=1.0))
+    expected = input_gradient(bn_teacher, x, y).numpy()
+    got = distiller.teacher_input_gradients(x, y, batch_size=16)  # batches of 16, 16 and 8
+    assert got.dtype == np.float32 and got.shape == x.shape
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6 * np.abs(expected).max())
+    np.testing.assert_allclose(distiller.teacher_input_gradients(x, y, batch_size=40), got,
+                               rtol=1e-5, atol=1e-6 * np.abs(expected).max())
+    # In inference mode: the teacher's batch statistics give another J.
+    assert not np.allclose(batch_statistics, got, rtol=1e-2)
+
+    flipped = x[:, :, ::-1]
+    got_flipped = distiller.teacher_input_gradients(flipped, y, batch_size=16)
+    np.testing.assert_allclose(got_flipped, input_gradient(bn_teacher, flipped, y),
+                               rtol=1e-5, atol=1e-6 * np.abs(expected).max())
+    # J(flip x) is not flip(J(x)): both must be computed.
+    assert float(half_sq_distance(got_flipped, got[:, :, ::-1])) > 0.1 * float(
+        half_sq_distance(got))
+
+
+def one_step(distiller, x, y, sample_weight=None):
+    """One SGD step on the whole batch: (logs, the student's weights after it)."""
+    history = distiller.fit(x, y, sample_weight=sample_weight, batch_size=len(y), epochs=1,
+                            shuffle=False, verbose=0)
+    logs = {k: v[0] for k, v in history.history.items()}
+    return logs, [v.numpy() for v in distiller.student.trainable_variables]
+
+
+@pytest.mark.parametrize("weights, weighted", [
+    ({"grad_beta": 100.0}, False),
+    ({"grad_beta": 100.0}, True),
+    ({"grad_beta": 100.0, "beta": 100.0, "alpha": 0.5}, False),  # the teacher still runs
+])
+def test_a_step_with_cached_teacher_gradients_is_the_step_without(bn_teacher, weights,
+                                                                  weighted):
+    x, y = data(16)
+    sample_weight = np.random.default_rng(1).uniform(0.2, 2.0, len(y)) if weighted else None
+
+    def distiller():
+        return compiled(keras_at.Distiller(conv_net(4, True, "student", seed=0), bn_teacher,
+                                           pairs=[] if "beta" not in weights else "auto",
+                                           **weights), keras.optimizers.SGD(0.01))
+
+    fresh, fresh_weights = one_step(distiller(), x, y, sample_weight)
+    model = distiller()
+    gradients = model.teacher_input_gradients(x, y)
+    cached, cached_weights = one_step(model, (x, gradients), y, sample_weight)
+
+    assert set(cached) == set(fresh)
+    for key, value in fresh.items():
+        assert cached[key] == pytest.approx(value, rel=1e-5), key
+    for got, expected in zip(cached_weights, fresh_weights, strict=True):
+        np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-6)
+    # The check has power: the cached gradients are read, and they matter.
+    _, zero_weights = one_step(distiller(), (x, np.zeros_like(x)), y, sample_weight)
+    assert not all(np.allclose(a, b, rtol=1e-3)
+                   for a, b in zip(zero_weights, fresh_weights, strict=True))
+    if weighted:
+        unweighted, _ = one_step(distiller(), x, y)
+        assert abs(unweighted["grad_at_loss"] - fresh["grad_at_loss"]) > 1e-3 * fresh[
+            "grad_at_loss"]
+
+
+def test_cached_gradient_dataset_pairs_each_shown_image_with_its_teacher_gradient(bn_teacher):
+    x, y = data(24)
+    distiller = compiled(keras_at.Distiller(conv_net(4, True, "s", 0), bn_teacher, pairs=[],
+                                            grad_beta=1.0))
+    dataset = distiller.cached_gradient_dataset(x, y, batch_size=8, flip=True, seed=0)
+    shown = 0
+    flips = []
+    for _ in range(2):
+        for (images, gradients), labels in dataset:
+            expected = input_gradient(bn_teacher, images.numpy(), labels)
+            np.testing.assert_allclose(gradients, expected, rtol=1e-5,
+                                       atol=1e-6 * np.abs(expected).max())
+            for image in images.numpy():
+                flips.append(not any(np.array_equal(image, xi) for xi in x))
+                if flips[-1]:
+                    assert any(np.array_equal(image, xi[:, ::-1]) for xi in x)
+            shown += len(labels)
+    assert shown == 48 and 0.25 < np.mean(flips) < 0.75
+    history = distiller.fit(dataset, epochs=1, shuffle=False, verbose=0)
+    assert np.isfinite(history.history["grad_at_loss"][0])
+
+    (images, gradients), labels = next(iter(distiller.cached_gradient_dataset(
+        x, y, batch_size=24, flip=False, shuffle=False)))
+    np.testing.assert_array_equal(images, x)
+    np.testing.assert_allclose(gradients, input_gradient(bn_teacher, x, y), rtol=1e-5,
+                               atol=1e-6 * np.abs(gradients.numpy()).max())
+
+
+def test_cached_teacher_gradients_trace_no_teacher_and_one_double_backprop():
+    x, y = data(16)
+    teacher = conv_net(8, False, "teacher", seed=1)
+
+    def graph(inputs, **weights):
+        model = compiled(keras_at.Distiller(conv_net(8, False, "s", 0), teacher, pairs=[],
+                                            **weights))
+        if isinstance(inputs, tuple):
+            inputs = (x, model.teacher_input_gradients(x, y))
+        return traced_step(model, inputs, y)
+
+    cached = graph((), grad_beta=1.0)
+    fresh = graph(x, grad_beta=1.0)
+    student_only = graph(x, input_grad_penalty=1.0)
+
+    assert not any("teacher" in op.name for op in cached.get_operations())
+    assert any("teacher" in op.name for op in fresh.get_operations())  # the check has power
+    # The student's inner backprop and its second backprop, nothing else: as min-l2.
+    assert gradient_ops(cached) == gradient_ops(student_only)
+    assert gradient_ops(fresh)["Conv2DBackpropInput"] > gradient_ops(cached)["Conv2DBackpropInput"]
+
+
+def test_cached_teacher_gradients_are_refused_where_they_cannot_be_right():
+    x, y = data(8)
+    teacher = conv_net(8, False, "teacher", seed=1)
+    student = conv_net(4, False, "s", 0)
+    off = compiled(keras_at.Distiller(student, teacher, pairs=[], input_grad_penalty=1.0))
+    with pytest.raises(ValueError, match="grad_beta is 0 and was never on"):
+        off.fit((x, x), y, epochs=1, verbose=0)
+    with pytest.raises(ValueError, match="grad_beta is 0"):
+        off.cached_gradient_dataset(x, y)
+
+    on = keras_at.Distiller(conv_net(4, False, "s2", 0), teacher, pairs=[], grad_beta=1.0)
+    with pytest.raises(ValueError, match="compile"):
+        on.teacher_input_gradients(x, y)
+    compiled(on)
+    for wrong in (x[..., :1], x[:, :8]):
+        with pytest.raises(ValueError, match="teacher_gradients of shape .* do not match"):
+            on.fit((x, wrong), y, epochs=1, verbose=0)
+    with pytest.raises(ValueError, match="teacher_gradients must be floating point"):
+        on.fit((x, x.astype("int32")), y, epochs=1, verbose=0)
+    with pytest.raises(ValueError, match="as many labels as images"):
+        on.teacher_input_gradients(x, y[:4])
+    with pytest.raises(ValueError, match="do not fit"):
+        on.teacher_input_gradients(x[:, :8], y)
+
+    summed = keras_at.Distiller(conv_net(4, False, "s3", 0), teacher, pairs=[], grad_beta=1.0)
+    summed.compile(optimizer="sgd", loss=keras.losses.SparseCategoricalCrossentropy(
+        from_logits=True, reduction="sum"))
+    with pytest.raises(ValueError, match="reduction='sum'"):
+        summed.teacher_input_gradients(x, y)
+    with pytest.raises(ValueError, match="reduction='sum'"):
+        summed.fit((x, x), y, epochs=1, verbose=0)

@@ -58,7 +58,7 @@ class Augmentation:
 
         `seed` is a shape-`(2,)` integer tensor; the same seed gives the same result.
         """
-        crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+        crop_seed, _ = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
         if self.crop_area is not None:
             begin, extent, _ = tf.image.stateless_sample_distorted_bounding_box(
                 tf.shape(image),
@@ -78,8 +78,19 @@ class Augmentation:
                 padded = tf.pad(image, [[p, p], [p, p], [0, 0]], mode=self.pad_mode)
                 image = tf.image.stateless_random_crop(padded, tf.shape(image), seed=crop_seed)
         if self.flip:
-            image = tf.image.stateless_random_flip_left_right(image, seed=flip_seed)
+            image = tf.cond(self.flips(seed), lambda: tf.reverse(image, [1]), lambda: image)
         return image
+
+    def flips(self, seed: tf.Tensor) -> tf.Tensor:
+        """Whether `__call__` with this per-example `seed` flips the image: a bool scalar.
+
+        The draw of `tf.image.stateless_random_flip_left_right`, made here so that what travels
+        with an image (its precomputed teacher input gradient) can follow the same flip.
+        """
+        if not self.flip:
+            return tf.constant(False)
+        _, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+        return tf.random.stateless_uniform([], flip_seed) < 0.5
 
 
 def resize(image: tf.Tensor, size: tuple[int, int]) -> tf.Tensor:

@@ -197,22 +197,16 @@ def _pipeline(
     size: tuple[int, int],
 ) -> tf.data.Dataset:
     """Indices -> (shuffle) -> per-example read + augment -> batch -> normalise -> prefetch."""
-    if not isinstance(batch_size, int | np.integer) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}.")
+    check_batch_size(batch_size)
     size = tuple(int(s) for s in size)
     label_table = tf.constant(np.asarray(labels, np.int32))
-    data = tf.data.Dataset.range(len(labels))
-    if shuffle:
-        data = data.shuffle(len(labels), seed=seed, reshuffle_each_iteration=True)
+    data = example_indices(len(labels), shuffle, seed, augmented=augmentation is not None)
     if augmentation is None:
 
         def example(i):
             return resize(read(i), size), label_table[i]
 
     else:
-        # One stateless seed per example: reproducible from `seed`, new in every epoch.
-        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-        data = tf.data.Dataset.zip(data, seeds)
 
         def example(i, example_seed):
             return augmentation(read(i), example_seed, size), label_table[i]
@@ -229,6 +223,29 @@ def _pipeline(
         .map(normalise, num_parallel_calls=AUTOTUNE)
         .prefetch(AUTOTUNE)
     )
+
+
+def example_indices(
+    count: int, shuffle: bool, seed: int | None, augmented: bool
+) -> tf.data.Dataset:
+    """Example indices, reshuffled every epoch when `shuffle`, with one seed each if `augmented`.
+
+    Each seed is a stateless `(2,)` seed for that example's augmentation: reproducible from
+    `seed`, new in every epoch. `load()` and `with_teacher_gradients` both start here, so the
+    same `seed` (and global seed, which `tf.data` reads too) gives them the same order and draws.
+    """
+    data = tf.data.Dataset.range(count)
+    if shuffle:
+        data = data.shuffle(count, seed=seed, reshuffle_each_iteration=True)
+    if not augmented:
+        return data
+    seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
+    return tf.data.Dataset.zip(data, seeds)
+
+
+def check_batch_size(batch_size) -> None:
+    if not isinstance(batch_size, int | np.integer) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}.")
 
 
 def _augmentation(augment, meta: DatasetInfo, train_only: bool) -> Augmentation | None:
