@@ -2,7 +2,8 @@
 
 In one process, on the same batch (default 128 × 32×32×3, WRN-16-1 student
 ← WRN-16-2 teacher), interleaved: the plain student step, the teacher's
-forward pass, the AT, AT+KD, F-ActT and gradient-AT Distiller steps, and core
+forward pass, the AT, AT+KD, F-ActT and gradient-AT Distiller steps (the teacher's
+input gradient computed in the step, or cached once: `grad_at_cached`), and core
 Keras's `keras.distillation.Distiller` with `LogitsDistillation` (the KD step
 a Keras user would otherwise pick). Every variant is timed through Keras's
 own `train_on_batch` / `predict_on_batch`, so each carries the same per-call
@@ -42,7 +43,8 @@ import numpy as np  # noqa: E402
 import keras_at  # noqa: E402
 from keras_at.models import wide_resnet  # noqa: E402
 
-VARIANTS = ("student", "teacher_forward", "at", "at_kd", "hint", "grad_at", "core_kd")
+VARIANTS = ("student", "teacher_forward", "at", "at_kd", "hint", "grad_at", "grad_at_cached",
+            "core_kd")
 CE = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 # The authors' PyTorch code (attention-transfer, cifar.py) measured on this 2-core CPU.
 AUTHORS = {"student": 174.0, "teacher_forward": 148.0, "at": 336.0}
@@ -71,11 +73,22 @@ def build(variant, args):
                          student_loss_weight=0.1)
         core.compile(optimizer=sgd(), loss=CE)
         return core.train_on_batch
+    grad = {"beta": 0.0, "grad_beta": 1.0}
     weights = {"at": {}, "at_kd": {"alpha": 0.9}, "hint": {"beta": 0.0, "hint_beta": 1e3},
-               "grad_at": {"beta": 0.0, "grad_beta": 1.0}}[variant]
-    pairs = [] if variant == "grad_at" else "auto"
+               "grad_at": grad, "grad_at_cached": grad}[variant]
+    pairs = [] if variant.startswith("grad_at") else "auto"
     distiller = keras_at.Distiller(student, teacher, pairs=pairs, **weights)
     distiller.compile(optimizer=sgd(), loss=CE)
+    if variant == "grad_at_cached":
+        # The teacher's input gradients, computed once (Distiller.cached_gradient_dataset).
+        cache = {}
+
+        def step(x, y):
+            if "j" not in cache:
+                cache["j"] = distiller.teacher_input_gradients(x, y)
+            return distiller.train_on_batch((x, cache["j"]), y)
+
+        return step
     return distiller.train_on_batch
 
 
@@ -148,6 +161,8 @@ def report(best, args, rss=None):
         ("AT+KD / AT", ms["at_kd"] / ms["at"], "<= 1.02"),
         ("F-ActT / AT", ms["hint"] / ms["at"], ""),
         ("grad-AT / plain student", ms["grad_at"] / ms["student"], "<= 3.0"),
+        ("grad-AT, teacher's J cached / plain student", ms["grad_at_cached"] / ms["student"],
+         "<= 3.0"),
         ("core Keras KD / (student step + teacher forward)", ms["core_kd"] / both, ""),
     ]
     if args.batch == 128 and args.size == 32:
