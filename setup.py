@@ -22,5 +22,9 @@ setup(
         "scikit-learn",
         "pillow",
     ],
-    extras_require={"test": ["pytest", "ruff"]},
+    extras_require={
+        # keras-cv's successor: `models.resnet(backbone="keras_hub")` and keras-hub backbones.
+        "hub": ["keras-hub"],
+        "test": ["pytest", "ruff", "keras-hub"],
+    },
 )

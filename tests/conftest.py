@@ -40,3 +40,15 @@ def tiny_data():
     x = rng.normal(size=(64, 16, 16, 3)).astype("float32")
     y = rng.integers(0, 5, size=64)
     return x, y
+
+
+def fit_one_epoch(distiller, size, classes, n=8):
+    """Compiles `distiller` and fits it for one epoch of two batches of random images."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(n, size, size, 3)).astype("float32")
+    y = rng.integers(0, classes, size=n)
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    distiller.compile(optimizer=keras.optimizers.SGD(0.01), loss=loss, jit_compile=False)
+    return distiller.fit(x, y, batch_size=n // 2, epochs=1, verbose=0).history

@@ -4,20 +4,12 @@ models of different sizes, subclassed models."""
 import keras
 import numpy as np
 import pytest
-from conftest import tiny_net
+from conftest import fit_one_epoch, tiny_net
 
 import keras_at
 from keras_at.features import auto_pairs
 
 CE = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-
-
-def fit_one_epoch(distiller, size, classes, n=8):
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(n, size, size, 3)).astype("float32")
-    y = rng.integers(0, classes, size=n)
-    distiller.compile(optimizer=keras.optimizers.SGD(0.01), loss=CE, jit_compile=False)
-    return distiller.fit(x, y, batch_size=n // 2, epochs=1, verbose=0).history
 
 
 def test_mobilenetv2_student_from_resnet50_teacher_pairs_by_resolution():

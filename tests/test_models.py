@@ -1,4 +1,5 @@
-"""keras_at.models: sizes from the paper, group taps, init, weight decay, validation, saving."""
+"""keras_at.models: sizes from the paper, group taps, init, weight decay, validation, saving,
+and ResNets from either keras-cv or keras-hub."""
 
 import subprocess
 import sys
@@ -7,10 +8,13 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import fit_one_epoch
 
+import keras_at
 from keras_at.models import nin, resnet, wide_resnet
 
-# One ResNet-18 for every ResNet test: building it imports keras-cv and traces the graph twice.
+# One ResNet-18 per library for every ResNet test: building one imports keras-cv or keras-hub
+# and traces the graph twice.
 RESNET_KW = dict(depth=18, num_classes=7, input_shape=(64, 64, 3), weight_decay=1e-4)
 
 
@@ -19,7 +23,12 @@ def resnet18():
     return resnet(**RESNET_KW)
 
 
-def _build(family, resnet18):
+@pytest.fixture(scope="module")
+def resnet18_hub():
+    return resnet(**RESNET_KW, backbone="keras_hub")
+
+
+def _build(family, request):
     """The small instance of each family the shape/saving tests share."""
     if family == "wrn":
         return wide_resnet(16, 1, num_classes=7), (32, 32)
@@ -27,10 +36,34 @@ def _build(family, resnet18):
         return nin("thin", num_classes=7), (32, 32)
     if family == "nin-nobn":
         return nin("thin", num_classes=7, batch_norm=False), (32, 32)
-    return resnet18, (64, 64)
+    fixture = {"resnet": "resnet18", "resnet-hub": "resnet18_hub"}[family]
+    return request.getfixturevalue(fixture), (64, 64)
 
 
-FAMILIES = ["wrn", "nin", "nin-nobn", "resnet"]
+FAMILIES = ["wrn", "nin", "nin-nobn", "resnet", "resnet-hub"]
+
+
+def keras_cv_backbone(blocks, **overrides):
+    """A keras-cv ResNetBackbone as a user builds one (any image size, Glorot init)."""
+    import keras_cv
+
+    config = dict(
+        stackwise_filters=[64, 128, 256, 512], stackwise_blocks=blocks,
+        stackwise_strides=[1, 2, 2, 2], block_type="basic_block", include_rescaling=False,
+    )
+    return keras_cv.models.ResNetBackbone(**{**config, **overrides})
+
+
+def keras_hub_backbone(blocks, **overrides):
+    """A keras-hub ResNetBackbone as a user builds one (any image size, Glorot init)."""
+    import keras_hub
+
+    config = dict(
+        input_conv_filters=[64], input_conv_kernel_sizes=[7],
+        stackwise_num_filters=[64, 128, 256, 512], stackwise_num_blocks=blocks,
+        stackwise_num_strides=[1, 2, 2, 2], block_type="basic_block",
+    )
+    return keras_hub.models.ResNetBackbone(**{**config, **overrides})
 
 
 # === Sizes ===
@@ -63,10 +96,11 @@ def test_parameter_counts_match_the_paper(build, expected, rel):
     assert build().count_params() == pytest.approx(expected, rel=rel)
 
 
+@pytest.mark.parametrize("backbone", ["keras_cv", "keras_hub"])
 @pytest.mark.parametrize("depth, expected", [(18, 11_689_512), (34, 21_797_672)])
-def test_resnet_trainable_parameters_equal_torchvision(depth, expected):
+def test_resnet_trainable_parameters_equal_torchvision(depth, expected, backbone):
     # Parameter counts do not depend on the input size: build small.
-    model = resnet(depth, num_classes=1000, input_shape=(64, 64, 3))
+    model = resnet(depth, num_classes=1000, input_shape=(64, 64, 3), backbone=backbone)
     assert sum(int(np.prod(w.shape)) for w in model.trainable_weights) == expected
 
 
@@ -74,8 +108,8 @@ def test_resnet_trainable_parameters_equal_torchvision(depth, expected):
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_logits_shape(family, resnet18):
-    model, (h, w) = _build(family, resnet18)
+def test_logits_shape(family, request):
+    model, (h, w) = _build(family, request)
     x = np.random.default_rng(0).normal(size=(2, h, w, 3)).astype("float32")
     y = model.predict(x, verbose=0)
     assert y.shape == (2, 7)
@@ -89,10 +123,11 @@ def test_logits_shape(family, resnet18):
         ("nin", [32, 16, 8]),
         ("nin-nobn", [32, 16, 8]),
         ("resnet", [16, 8, 4, 2]),
+        ("resnet-hub", [16, 8, 4, 2]),
     ],
 )
-def test_group_layers_are_named_and_downsample(family, sizes, resnet18):
-    model, _ = _build(family, resnet18)
+def test_group_layers_are_named_and_downsample(family, sizes, request):
+    model, _ = _build(family, request)
     names = sorted(
         layer.name
         for layer in model.layers
@@ -159,13 +194,26 @@ def test_nin_with_bn_is_conv_bn_relu():
         assert group.input is model.get_layer(f"group{g}_bn2").output
 
 
-def test_resnet_groups_end_their_stage(resnet18):
+@pytest.mark.parametrize(
+    "fixture, last_add",
+    [("resnet18", "v2_stack_{}_block2_add"), ("resnet18_hub", "stack{}_block1_add")],
+)
+def test_resnet_groups_end_their_stage(fixture, last_add, request):
+    model = request.getfixturevalue(fixture)
     for i, channels in enumerate((64, 128, 256, 512)):
-        layer = resnet18.get_layer(f"group{i}")
+        layer = model.get_layer(f"group{i}")
         assert isinstance(layer, keras.layers.Activation)
         assert layer.output.shape[-1] == channels
         # The ReLU right after the stage's last residual addition (ResNet-18: 2 blocks a stage).
-        assert layer.input is resnet18.get_layer(f"v2_stack_{i}_block2_add").output
+        assert layer.input is model.get_layer(last_add.format(i)).output
+
+
+def test_keras_hub_resnet_pads_stride2_like_torch(resnet18_hub):
+    conv = resnet18_hub.get_layer("stack1_block0_1_conv")
+    sub = keras.Model(resnet18_hub.get_layer("group0").output, conv.output)
+    x = tf.random.normal((1, 16, 16, 64))
+    torch_like = tf.nn.conv2d(x, conv.kernel, strides=2, padding=[[0, 0], [1, 1], [1, 1], [0, 0]])
+    np.testing.assert_allclose(sub(x).numpy(), torch_like.numpy(), atol=1e-5)
 
 
 def test_default_names():
@@ -189,6 +237,27 @@ def test_default_names():
         (lambda: wide_resnet(weight_decay=-1e-4), "weight_decay"),
         (lambda: nin("medium"), r"'medium'.*\['thin', 'wide'\]"),
         (lambda: resnet(50), r"\[18, 34\].*depth=50"),
+        (lambda: resnet(backbone="torch"), r"\['keras_cv', 'keras_hub'\].*'torch'"),
+        (lambda: resnet(backbone=wide_resnet(16, 1)), "ResNetBackbone, got a Functional"),
+        (
+            lambda: resnet(18, backbone=keras_hub_backbone([3, 4, 6, 3])),
+            r"not the basic-block ResNet-18.*\[3, 4, 6, 3\].*pass depth=34",
+        ),
+        (
+            # keras-cv's bottleneck "block": a ResNet-50.
+            lambda: resnet(34, backbone=keras_cv_backbone([3, 4, 6, 3], block_type="block")),
+            r"ResNet-34.*'block_type': 'block'.*'basic_block'",
+        ),
+        (
+            lambda: resnet(18, backbone=keras_hub_backbone([2, 2, 2, 2], image_shape=(32, 32, 3))),
+            r"\(32, 32, 3\).*input_shape=\(224, 224, 3\)",
+        ),
+        (
+            lambda: resnet(18, backbone=keras_hub_backbone(
+                [2, 2, 2, 2], data_format="channels_first", image_shape=(3, None, None)
+            )),
+            r"'data_format': 'channels_first'.*'channels_last'",
+        ),
     ],
 )
 def test_bad_arguments_raise_value_error(build, match):
@@ -196,9 +265,18 @@ def test_bad_arguments_raise_value_error(build, match):
         build()
 
 
-def test_importing_models_does_not_import_keras_cv():
-    code = "import sys, keras_at.models; sys.exit('keras_cv' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
+def test_importing_models_does_not_import_keras_cv_or_keras_hub():
+    code = (
+        "import sys, keras_at.models; print(sorted({'keras_cv', 'keras_hub'} & set(sys.modules)))"
+    )
+    run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert run.stdout.splitlines()[-1] == "[]"
+
+
+def test_keras_hub_backbone_without_keras_hub_names_it(monkeypatch):
+    monkeypatch.setitem(sys.modules, "keras_hub", None)  # makes `import keras_hub` fail
+    with pytest.raises(ImportError, match=r"backbone='keras_hub'.*pip install keras-hub"):
+        resnet(18, input_shape=(64, 64, 3), backbone="keras_hub")
 
 
 # === Initialisation ===
@@ -209,12 +287,13 @@ def test_importing_models_does_not_import_keras_cv():
     [
         (lambda: wide_resnet(16, 2), "group2_block1_conv1", "in"),
         (lambda: nin("wide"), "group1_conv0", "in"),
-        (None, "v2_stack_2_block1_0_conv", "out"),  # fb.resnet.torch: fan_out; 1x1, 128 -> 256
+        ("resnet18", "v2_stack_2_block1_0_conv", "out"),  # fb.resnet.torch: fan_out; 1x1
+        ("resnet18_hub", "stack2_block0_0_conv", "out"),  # 128 -> 256
     ],
-    ids=["wrn", "nin", "resnet"],
+    ids=["wrn", "nin", "resnet", "resnet-hub"],
 )
-def test_kernels_are_untruncated_he_normal(build, layer, fan, resnet18):
-    model = build() if build else resnet18
+def test_kernels_are_untruncated_he_normal(build, layer, fan, request):
+    model = request.getfixturevalue(build) if isinstance(build, str) else build()
     kernel = model.get_layer(layer).kernel.numpy()
     receptive = kernel.shape[0] * kernel.shape[1]
     fan_size = receptive * (kernel.shape[2] if fan == "in" else kernel.shape[3])
@@ -243,15 +322,15 @@ def test_dense_kernel_is_he_normal_and_bn_scale_is_torch_uniform():
 # === Weight decay ===
 
 
-@pytest.mark.parametrize("family", ["wrn", "nin", "resnet"])
-def test_weight_decay_is_coupled_l2_on_every_parameter(family, resnet18):
+@pytest.mark.parametrize("family", ["wrn", "nin", "resnet", "resnet-hub"])
+def test_weight_decay_is_coupled_l2_on_every_parameter(family, request):
     wd = 1e-4
     if family == "wrn":
         model = wide_resnet(16, 1, weight_decay=wd)
     elif family == "nin":
         model = nin("thin", batch_norm=False, weight_decay=wd)
     else:
-        model = resnet18  # built with weight_decay=RESNET_KW["weight_decay"]
+        model, _ = _build(family, request)  # built with weight_decay=RESNET_KW["weight_decay"]
         assert RESNET_KW["weight_decay"] == wd
     weights = model.trainable_weights
     assert len(model.losses) == len(weights)
@@ -274,8 +353,8 @@ def test_no_weight_decay_no_losses():
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_save_and_load_in_safe_mode(family, resnet18, tmp_path):
-    model, (h, w) = _build(family, resnet18)
+def test_save_and_load_in_safe_mode(family, request, tmp_path):
+    model, (h, w) = _build(family, request)
     x = np.random.default_rng(1).normal(size=(2, h, w, 3)).astype("float32")
     expected = model.predict(x, verbose=0)
     path = tmp_path / f"{family}.keras"
@@ -286,3 +365,36 @@ def test_save_and_load_in_safe_mode(family, resnet18, tmp_path):
         model.get_layer(f"group{i}").output.shape for i in range(3)
     ]
     assert len(loaded.losses) == len(model.losses)
+
+
+# === ResNets from keras-cv and keras-hub ===
+
+
+@pytest.mark.parametrize(
+    "student_backbone, teacher_backbone", [("keras_hub", "keras_cv"), ("keras_cv", "keras_hub")]
+)
+def test_resnet18_student_pairs_with_a_resnet34_teacher_of_the_other_library(
+    student_backbone, teacher_backbone
+):
+    student = resnet(18, num_classes=5, input_shape=(64, 64, 3), backbone=student_backbone)
+    teacher = resnet(34, num_classes=5, input_shape=(64, 64, 3), backbone=teacher_backbone)
+    distiller = keras_at.Distiller(student, teacher)
+    assert distiller.pairs == [(f"group{g}", f"group{g}") for g in range(4)]
+    teacher_weights = [w.copy() for w in teacher.get_weights()]
+    history = fit_one_epoch(distiller, 64, 5)
+    assert np.isfinite(history["at_loss"][0]) and history["at_loss"][0] > 0
+    for before, after in zip(teacher_weights, teacher.get_weights()):
+        np.testing.assert_array_equal(before, after)
+
+
+@pytest.mark.parametrize("build_backbone", [keras_cv_backbone, keras_hub_backbone])
+def test_a_built_backbone_is_copied_with_its_weights(build_backbone):
+    backbone = build_backbone([2, 2, 2, 2])
+    names = [layer.name for layer in backbone.layers]
+    model = resnet(18, num_classes=3, input_shape=(64, 64, 3), backbone=backbone)
+    x = np.random.default_rng(2).normal(size=(2, 64, 64, 3)).astype("float32")
+    group3 = keras.Model(model.input, model.get_layer("group3").output)
+    np.testing.assert_allclose(group3(x), backbone(x), rtol=1e-5, atol=1e-5)
+    # A copy: the backbone keeps its layers and names, and training the model leaves it alone.
+    assert [layer.name for layer in backbone.layers] == names
+    assert not {id(w) for w in model.weights} & {id(w) for w in backbone.weights}

@@ -1,7 +1,8 @@
 """Model families of the paper, with each group of blocks exposed as a layer named `group{i}`.
 
 `wide_resnet` and `nin` are CIFAR networks written layer for layer after the authors' Torch
-code; `resnet` builds ResNet-18/34 on keras-cv (imported only when `resnet` is called).
+code; `resnet` builds ResNet-18/34 on keras-cv or keras-hub (imported only when `resnet` is
+called).
 """
 
 from keras_at.models.nin import nin
