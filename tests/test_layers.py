@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_at.models import nin, wide_resnet
+from keras_at.models import nin, resnet, wide_resnet
 from keras_at.models._layers import BatchNorm
 
 EPS = 1e-5
@@ -130,3 +130,27 @@ def test_models_use_it_and_reload_it(build, tmp_path):
     x = batch((2, 16, 16, 3))
     np.testing.assert_allclose(loaded.predict(x, verbose=0), model.predict(x, verbose=0),
                                atol=1e-5)
+
+
+@pytest.mark.parametrize("library", ["keras_cv", "keras_hub"])
+def test_resnet_batch_norms_are_fused_with_torch_statistics_when_fresh(library):
+    model = resnet(18, 10, (64, 64, 3), backbone=library)
+    norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert len(norms) == 1 + 2 * 8 + 3  # stem, two per block, three projections
+    assert all(isinstance(n, BatchNorm) for n in norms)
+    assert {(n.momentum, n.epsilon) for n in norms} == {(0.9, EPS)}
+
+
+def test_resnet_keeps_a_passed_backbones_batch_norm_statistics():
+    import keras_cv
+
+    backbone = keras_cv.models.ResNetBackbone(
+        stackwise_filters=[64, 128, 256, 512], stackwise_blocks=[2, 2, 2, 2],
+        stackwise_strides=[1, 2, 2, 2], block_type="basic_block", include_rescaling=False,
+        input_shape=(64, 64, 3))
+    expected = {(n.momentum, n.epsilon) for n in backbone.layers
+                if isinstance(n, keras.layers.BatchNormalization)}
+    model = resnet(18, 10, (64, 64, 3), backbone=backbone)
+    norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert all(isinstance(n, BatchNorm) for n in norms)
+    assert {(n.momentum, n.epsilon) for n in norms} == expected != {(0.9, EPS)}

@@ -8,6 +8,9 @@ import sys
 import keras
 
 from keras_at.models._layers import (
+    BN_EPSILON,
+    BN_MOMENTUM,
+    BatchNorm,
     check_int,
     check_weight_decay,
     coupled_l2,
@@ -45,11 +48,12 @@ def resnet(
     A backbone built here gets fb.resnet.torch's He normal init (fan_out, untruncated) on its
     convolution kernels instead of Glorot; a backbone passed in keeps its weights (a
     pretrained keras-hub preset stays pretrained). Every parameter gets the optional weight
-    decay. The libraries differ where Torch and TensorFlow do: keras-hub pads stride-2 layers
-    symmetrically as Torch does and uses Torch's BatchNorm momentum and epsilon; keras-cv pads
-    them "same" (the extra row/column at the bottom/right, windows shifted by a pixel) and
-    uses Keras's. The library is imported when this function is called, not with
-    `keras_at.models`.
+    decay. Its BatchNormalization layers become `BatchNorm` (TensorFlow's fused kernel, Torch's
+    unbiased running variance), with Torch's momentum and epsilon in a backbone built here and
+    the backbone's own in one passed in. The libraries differ in padding: keras-hub pads
+    stride-2 layers symmetrically as Torch does; keras-cv pads them "same" (the extra
+    row/column at the bottom/right, windows shifted by a pixel). The library is imported when
+    this function is called, not with `keras_at.models`.
 
     Args:
         depth: 18 or 34.
@@ -246,4 +250,7 @@ def _clone_layer(
     elif isinstance(layer, keras.layers.BatchNormalization):
         config["gamma_regularizer"] = reg
         config["beta_regularizer"] = reg
+        if he_init:  # a fresh network: fb.resnet.torch's statistics; a pretrained one keeps its
+            config["momentum"], config["epsilon"] = BN_MOMENTUM, BN_EPSILON
+        return BatchNorm.from_config(config)  # the fused kernel
     return layer.__class__.from_config(config)
