@@ -15,8 +15,12 @@ import tensorflow as tf
 LABEL_CHECK_SCOPE = "check_labels"
 
 
-def check_batch(x, y, tap, model_name: str) -> None:
-    """Refuses images the tapped student cannot take, and labels outside its classes."""
+def check_batch(x, y, tap, model_name: str):
+    """Refuses images the tapped student cannot take, and labels outside its classes.
+
+    Returns `y`, made to wait for the label check: a loss reading the returned labels cannot
+    run first and fail with its own, less clear, message.
+    """
     if isinstance(x, (dict, list, tuple)):
         raise ValueError(
             "The Distiller expects a single image tensor as input, or (images, "
@@ -41,9 +45,12 @@ def check_batch(x, y, tap, model_name: str) -> None:
         classes = tap.outputs[0].shape[-1]
         with tf.name_scope(LABEL_CHECK_SCOPE):
             in_range = tf.reduce_all((y >= 0) & (y < tf.cast(classes, y.dtype)))
-            tf.debugging.Assert(
+            check = tf.debugging.Assert(
                 in_range, [f"Labels must be in [0, {classes}), the student's classes; got:", y]
             )
+            with tf.control_dependencies([check]):
+                return tf.identity(y)
+    return y
 
 
 def refuse_empty(x) -> None:

@@ -323,7 +323,7 @@ class Distiller(TeacherGradientCache, keras.Model):
         """`(images, labels, sample_weight, cached J_T or None)` of a batch, checked."""
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         x, cached = split_teacher_gradients(x, "grad_beta" in self._active)
-        check_batch(x, y, self._taps.student, self.student.name)
+        y = check_batch(x, y, self._taps.student, self.student.name)
         return x, y, sample_weight, cached
 
     def train_step(self, data):

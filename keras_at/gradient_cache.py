@@ -64,7 +64,7 @@ class TeacherGradientCache:
 
         @tf.function(reduce_retracing=True)
         def teacher_gradients(images, labels):
-            check_batch(images, labels, self._taps.student, self.student.name)  # as the step
+            labels = check_batch(images, labels, self._taps.student, self.student.name)
             *_, jacobian = self._run(self._taps.teacher, images, labels, None, False, True)
             return jacobian
 
