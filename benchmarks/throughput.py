@@ -7,12 +7,15 @@ input gradient computed in the step, or cached once: `grad_at_cached`), and core
 Keras's `keras.distillation.Distiller` with `LogitsDistillation` (the KD step
 a Keras user would otherwise pick). Every variant is timed through Keras's
 own `train_on_batch` / `predict_on_batch`, so each carries the same per-call
-overhead. The order of the variants rotates from round to round and the best
-round counts, because this machine's timings wander by several percent.
+overhead. Variants interleave step by step (each round runs `--steps` calls of
+each, one by default), the order rotating from round to round, and the best
+round counts (the median is shown beside it), because this machine's speed
+wanders by several percent over minutes: interleaving gives every variant the
+same share of fast and slow spells.
 
 Usage:
     python benchmarks/throughput.py                  # prints a markdown table
-    python benchmarks/throughput.py --rounds 5 --steps 10 --out docs/throughput.md
+    python benchmarks/throughput.py --rounds 40 --memory --out docs/throughput.md
     python benchmarks/throughput.py --memory         # also peak RSS per variant
     python benchmarks/throughput.py --profile runs/profile --only at   # where the time goes
 
@@ -29,7 +32,6 @@ import collections
 import glob
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -106,12 +108,12 @@ def measure(args, variants):
     steps = {v: build(v, args) for v in variants}
     for step in steps.values():
         time_steps(step, x, y, args.warmup)
-    best = {v: float("inf") for v in variants}
+    samples = {v: [] for v in variants}
     for r in range(args.rounds):
         order = variants[r % len(variants):] + variants[: r % len(variants)]
         for v in order:
-            best[v] = min(best[v], time_steps(steps[v], x, y, args.steps))
-    return best
+            samples[v].append(time_steps(steps[v], x, y, args.steps))
+    return {v: min(t) for v, t in samples.items()}, {v: np.median(t) for v, t in samples.items()}
 
 
 def profile(step, x, y, steps, logdir, top=12):
@@ -139,6 +141,19 @@ def profile(step, x, y, steps, logdir, top=12):
     return totals.most_common(top)
 
 
+def peak_rss_of_this_process_mb() -> float:
+    """The high-water mark of this process's own address space (Linux's VmHWM).
+
+    Not `getrusage`'s `ru_maxrss`: Linux carries that over fork and exec, so a child started
+    by a large parent would report the parent's peak.
+    """
+    with open("/proc/self/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("No VmHWM in /proc/self/status: --memory needs Linux.")
+
+
 def peak_rss_mb(variant, args):
     """Peak RSS of a fresh process that builds and runs one variant."""
     cmd = [sys.executable, __file__, "--only", variant, "--rounds", "1", "--steps", "3",
@@ -147,12 +162,12 @@ def peak_rss_mb(variant, args):
     return json.loads(out.stdout.strip().splitlines()[-1])["peak_rss_mb"]
 
 
-def report(best, args, rss=None):
+def report(best, median, args, rss=None):
     ms = {v: 1e3 * t for v, t in best.items()}
-    rows = ["| variant | ms/step | images/s |" + (" peak RSS (MB) |" if rss else ""),
-            "|---|---:|---:|" + ("---:|" if rss else "")]
+    rows = ["| variant | ms/step | median ms | images/s |" + (" peak RSS (MB) |" if rss else ""),
+            "|---|---:|---:|---:|" + ("---:|" if rss else "")]
     for v, t in ms.items():
-        row = f"| {v} | {t:.1f} | {args.batch / t * 1e3:.0f} |"
+        row = f"| {v} | {t:.1f} | {1e3 * median[v]:.1f} | {args.batch / t * 1e3:.0f} |"
         rows.append(row + (f" {rss[v]:.0f} |" if rss else ""))
     both = ms["student"] + ms["teacher_forward"]
     ratios = [
@@ -197,8 +212,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--size", type=int, default=32)
-    parser.add_argument("--rounds", type=int, default=4)
-    parser.add_argument("--steps", type=int, default=5)
+    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--steps", type=int, default=1, help="calls of a variant per round")
     parser.add_argument("--warmup", type=int, default=2)
     parser.add_argument("--memory", action="store_true", help="peak RSS per variant (slower)")
     parser.add_argument("--profile", metavar="DIR",
@@ -211,13 +226,13 @@ def main():
     if args.profile:
         report_profiles(args, variants)
         return
-    best = measure(args, list(variants))
+    best, median = measure(args, list(variants))
     if args.json:
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        peak = peak_rss_of_this_process_mb()
         print(json.dumps({"ms": {v: 1e3 * t for v, t in best.items()}, "peak_rss_mb": peak}))
         return
     rss = {v: peak_rss_mb(v, args) for v in variants} if args.memory else None
-    table = report(best, args, rss)
+    table = report(best, median, args, rss)
     print(table)
     if args.out:
         if os.path.exists(args.out):

@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from keras_at.models import nin, resnet, wide_resnet
-from keras_at.models._layers import BatchNorm
+from keras_at.models import BatchNorm, nin, resnet, wide_resnet
 
 EPS = 1e-5
 

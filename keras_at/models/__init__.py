@@ -2,11 +2,13 @@
 
 `wide_resnet` and `nin` are CIFAR networks written layer for layer after the authors' Torch
 code; `resnet` builds ResNet-18/34 on keras-cv or keras-hub (imported only when `resnet` is
-called).
+called). Their batch norms are `BatchNorm`: Keras's layer on TensorFlow's fused kernel, with
+Torch's running variance; a saved model needs `import keras_at` to load it.
 """
 
+from keras_at.models._layers import BatchNorm
 from keras_at.models.nin import nin
 from keras_at.models.resnet import resnet
 from keras_at.models.wide_resnet import wide_resnet
 
-__all__ = ["nin", "resnet", "wide_resnet"]
+__all__ = ["BatchNorm", "nin", "resnet", "wide_resnet"]
