@@ -199,6 +199,8 @@ class Distiller(TeacherGradientCache, keras.Model):
         super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
 
     def call(self, inputs, training=None):
+        if isinstance(inputs, (list, tuple)) and len(inputs) == 2:
+            inputs = inputs[0]  # (images, teacher_gradients): the student reads the images
         outputs = self._taps.student(inputs, training=training)
         return outputs[0] if isinstance(outputs, (list, tuple)) else outputs
 

@@ -1,7 +1,8 @@
 """Run by test_distribute.py in a fresh process: 2 logical CPU devices must exist before TF starts.
 
 Prints one JSON line: evaluate() logs on one device and under MirroredStrategy over two, and
-the student's weights after one identical SGD step in both settings.
+the student's weights after one identical SGD step in both settings; with gradient AT on, also
+the two-device run fed the teacher's input gradients precomputed (`teacher_input_gradients`).
 """
 
 import json
@@ -38,11 +39,12 @@ def make(weights):
     return distiller
 
 
-def run(strategy, weights, x, y):
+def run(strategy, weights, x, y, cached=False):
     with strategy.scope():
         distiller = make(weights)
-    logs = distiller.evaluate(x, y, batch_size=32, verbose=0, return_dict=True)
-    distiller.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0)
+    inputs = (x, distiller.teacher_input_gradients(x, y)) if cached else x
+    logs = distiller.evaluate(inputs, y, batch_size=32, verbose=0, return_dict=True)
+    distiller.fit(inputs, y, batch_size=32, epochs=1, shuffle=False, verbose=0)
     return logs, [w.tolist() for w in distiller.student.get_weights()]
 
 
@@ -54,8 +56,11 @@ def main():
     one_logs, one_weights = run(tf.distribute.get_strategy(), weights, x, y)
     mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
     two_logs, two_weights = run(mirrored, weights, x, y)
-    print(json.dumps({"replicas": mirrored.num_replicas_in_sync, "one": one_logs,
-                      "two": two_logs, "one_weights": one_weights, "two_weights": two_weights}))
+    result = {"replicas": mirrored.num_replicas_in_sync, "one": one_logs, "two": two_logs,
+              "one_weights": one_weights, "two_weights": two_weights}
+    if weights.get("grad_beta"):
+        result["cached"], result["cached_weights"] = run(mirrored, weights, x, y, cached=True)
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":

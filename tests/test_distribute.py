@@ -33,6 +33,12 @@ def test_mirrored_strategy_gives_global_means_and_the_same_update():
     # Gradients summed over replicas equal the one-device gradient of the global mean.
     for w_one, w_two in zip(result["one_weights"], result["two_weights"]):
         np.testing.assert_allclose(np.array(w_two), np.array(w_one), rtol=1e-4, atol=1e-6)
+    # Two replicas fed precomputed teacher gradients: the same losses and update again.
+    assert set(result["cached"]) == set(one)
+    for key in one:
+        assert result["cached"][key] == pytest.approx(one[key], rel=1e-4), key
+    for w_one, w_cached in zip(result["one_weights"], result["cached_weights"]):
+        np.testing.assert_allclose(np.array(w_cached), np.array(w_one), rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])

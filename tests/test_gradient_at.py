@@ -325,6 +325,11 @@ def test_cached_gradient_dataset_pairs_each_shown_image_with_its_teacher_gradien
     np.testing.assert_array_equal(images, x)
     np.testing.assert_allclose(gradients, input_gradient(bn_teacher, x, y), rtol=1e-5,
                                atol=1e-6 * np.abs(gradients.numpy()).max())
+    # predict and evaluate read the same data: the student's logits of the images.
+    unflipped = distiller.cached_gradient_dataset(x, y, batch_size=8, flip=False, shuffle=False)
+    np.testing.assert_allclose(distiller.predict(unflipped, verbose=0),
+                               distiller.student.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
+    assert np.isfinite(distiller.evaluate(unflipped, verbose=0, return_dict=True)["grad_at_loss"])
 
 
 def test_cached_teacher_gradients_trace_no_teacher_and_one_double_backprop():
