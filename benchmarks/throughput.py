@@ -2,7 +2,7 @@
 
 In one process, on the same batch (default 128 × 32×32×3, WRN-16-1 student
 ← WRN-16-2 teacher), interleaved: the plain student step, the teacher's
-forward pass, the AT, AT+KD, F-ActT and gradient-AT Distiller steps (the teacher's
+forward pass, the AT, AT+KD, KD, F-ActT and gradient-AT Distiller steps (the teacher's
 input gradient computed in the step, or cached once: `grad_at_cached`), and core
 Keras's `keras.distillation.Distiller` with `LogitsDistillation` (the KD step
 a Keras user would otherwise pick). Every variant is timed through Keras's
@@ -45,8 +45,8 @@ import numpy as np  # noqa: E402
 import keras_at  # noqa: E402
 from keras_at.models import wide_resnet  # noqa: E402
 
-VARIANTS = ("student", "teacher_forward", "at", "at_kd", "hint", "grad_at", "grad_at_cached",
-            "core_kd")
+VARIANTS = ("student", "teacher_forward", "at", "at_kd", "kd", "hint", "grad_at",
+            "grad_at_cached", "core_kd")
 CE = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 # The authors' PyTorch code (attention-transfer, cifar.py) measured on this 2-core CPU.
 AUTHORS = {"student": 174.0, "teacher_forward": 148.0, "at": 336.0}
@@ -76,7 +76,8 @@ def build(variant, args):
         core.compile(optimizer=sgd(), loss=CE)
         return core.train_on_batch
     grad = {"beta": 0.0, "grad_beta": 1.0}
-    weights = {"at": {}, "at_kd": {"alpha": 0.9}, "hint": {"beta": 0.0, "hint_beta": 1e3},
+    weights = {"at": {}, "at_kd": {"alpha": 0.9}, "kd": {"beta": 0.0, "alpha": 0.9},
+               "hint": {"beta": 0.0, "hint_beta": 1e3},
                "grad_at": grad, "grad_at_cached": grad}[variant]
     pairs = [] if variant.startswith("grad_at") else "auto"
     distiller = keras_at.Distiller(student, teacher, pairs=pairs, **weights)
@@ -174,6 +175,8 @@ def report(best, median, args, rss=None):
         ("AT / (student step + teacher forward)", ms["at"] / both, "<= 0.95"),
         ("AT+KD / core Keras KD", ms["at_kd"] / ms["core_kd"], "<= 1.00"),
         ("AT+KD / AT", ms["at_kd"] / ms["at"], "<= 1.02"),
+        ("AT+KD / KD alone (the attention maps' cost)", ms["at_kd"] / ms["kd"], ""),
+        ("KD alone / core Keras KD", ms["kd"] / ms["core_kd"], ""),
         ("F-ActT / AT", ms["hint"] / ms["at"], ""),
         ("grad-AT / plain student", ms["grad_at"] / ms["student"], "<= 3.0"),
         ("grad-AT, teacher's J cached / plain student", ms["grad_at_cached"] / ms["student"],
