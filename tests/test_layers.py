@@ -83,6 +83,46 @@ def test_matches_keras_batch_normalization_outputs_and_gradients():
         np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-4, atol=1e-3)
 
 
+def explicit_batch_norm(x, gamma, beta):
+    """Batch norm written out, with no stop_gradient anywhere (`tf.nn.moments` has one, which
+    leaves a term out of the second derivative through Keras's own unfused layer)."""
+    mean = tf.reduce_mean(x, [0, 1, 2])
+    variance = tf.reduce_mean((x - mean) ** 2, [0, 1, 2])
+    return (x - mean) / tf.sqrt(variance + EPS) * gamma + beta
+
+
+@pytest.mark.parametrize("with_dgamma", [False, True])
+def test_double_backprop_matches_float64_autodiff(with_dgamma):
+    """The closed-form gradient of the gradient equals autodiff of batch norm in float64."""
+    rng = np.random.default_rng(1)
+    arrays = [rng.normal(2, 3, (6, 4, 5, 3)), rng.normal(2, 3, (6, 4, 5, 3)),
+              rng.uniform(size=3), rng.uniform(size=3)]
+    bn = layer(3)
+    results = []
+    for dtype, norm in (("float32", lambda x, g, b: bn(x, training=True)),
+                        ("float64", explicit_batch_norm)):
+        x, w, gamma, beta = (tf.constant(a, dtype) for a in arrays)
+        if dtype == "float32":
+            bn.gamma.assign(gamma)
+            bn.beta.assign(beta)
+            gamma, beta = bn.gamma.value, bn.beta.value
+        with tf.GradientTape() as outer:
+            outer.watch([x, gamma, beta])
+            with tf.GradientTape() as inner:
+                inner.watch([x, gamma])
+                y = norm(x, gamma, beta)
+                loss = tf.reduce_sum(w * y + 0.1 * y ** 3)
+            j, dgamma = inner.gradient(loss, [x, gamma])
+            # With `with_dgamma`, dγ is differentiated too: both cotangents are nonzero.
+            penalty = tf.reduce_sum(j ** 2 * w)
+            if with_dgamma:
+                penalty += tf.reduce_sum(dgamma ** 2)
+        results.append([g.numpy() for g in outer.gradient(penalty, [x, gamma, beta])])
+    scale = max(np.abs(g).max() for g in results[1])
+    for name, ours, exact in zip(("x", "gamma", "beta"), *results):
+        np.testing.assert_allclose(ours, exact, rtol=1e-3, atol=1e-5 * scale, err_msg=name)
+
+
 def test_second_order_gradients_reach_gamma_and_beta():
     x = tf.constant(batch())
     bn = layer()

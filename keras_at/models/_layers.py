@@ -10,14 +10,16 @@ Keras model learns and are reproduced here rather than left to Keras defaults:
   parameter's gradient), which an L2 penalty of `wd / 2 * sum(w**2)` reproduces exactly;
 - BatchNorm's running variance updated with the unbiased batch variance, as Torch does.
 
-That last one comes with TensorFlow's fused batch-norm kernel, which `BatchNorm` uses: on this
-CPU it makes a WRN-16-1 training step about a quarter faster than Keras's unfused ops.
+That last one comes with TensorFlow's fused batch-norm kernel, which `BatchNorm`
+(`batch_norm.py`) uses: on this CPU it makes a WRN-16-1 training step about a quarter faster
+than Keras's unfused ops.
 """
 
 from __future__ import annotations
 
 import keras
-import tensorflow as tf
+
+from keras_at.models.batch_norm import BatchNorm
 
 # Torch's BatchNorm: running = 0.9 * running + 0.1 * batch, eps = 1e-5.
 BN_MOMENTUM = 0.9
@@ -97,63 +99,6 @@ def conv2d(
         bias_regularizer=reg if use_bias else None,
         name=name,
     )(x)
-
-
-@keras.saving.register_keras_serializable(package="keras_at")
-class BatchNorm(keras.layers.BatchNormalization):
-    """`keras.layers.BatchNormalization` on TensorFlow's fused kernel, with Torch's statistics.
-
-    The normalisation is the same as Keras's (biased batch variance in training, the moving
-    statistics in inference), computed by one `FusedBatchNormV3` op and its gradient (which
-    has a registered gradient of its own, so double backprop works). The moving variance is
-    updated with the unbiased batch variance, as `torch.nn.BatchNorm2d` does. Masks, renorm,
-    synchronized statistics, an axis other than the last of a 4-D input, or another backend
-    fall back to Keras's implementation.
-
-    Args:
-        **kwargs: as `keras.layers.BatchNormalization`.
-
-    Example:
-
-    ```python
-    x = keras.Input((32, 32, 16))
-    y = BatchNorm(momentum=0.9, epsilon=1e-5)(x)
-    ```
-    """
-
-    def _fusable(self, inputs, mask) -> bool:
-        return (
-            keras.backend.backend() == "tensorflow"
-            and mask is None
-            and not self.renorm
-            and not self.synchronized
-            and len(inputs.shape) == 4
-            and self.axis in (-1, 3)
-        )
-
-    def call(self, inputs, training=None, mask=None):
-        if not self._fusable(inputs, mask):
-            return super().call(inputs, training=training, mask=mask)
-        x = tf.cast(inputs, "float32")
-        channels = x.shape[-1]
-        gamma = tf.cast(self.gamma, "float32") if self.scale else tf.ones([channels])
-        beta = tf.cast(self.beta, "float32") if self.center else tf.zeros([channels])
-        if training and self.trainable:
-            y, mean, variance, *_ = tf.raw_ops.FusedBatchNormV3(
-                x=x, scale=gamma, offset=beta, mean=tf.zeros([0]), variance=tf.zeros([0]),
-                epsilon=self.epsilon, is_training=True,
-            )
-            # `variance` is the unbiased batch variance (Bessel-corrected), Torch's choice.
-            for moving, batch in ((self.moving_mean, mean), (self.moving_variance, variance)):
-                moving.assign(moving * self.momentum + batch * (1.0 - self.momentum))
-        else:
-            y, *_ = tf.raw_ops.FusedBatchNormV3(
-                x=x, scale=gamma, offset=beta,
-                mean=tf.cast(self.moving_mean, "float32"),
-                variance=tf.cast(self.moving_variance, "float32"),
-                epsilon=self.epsilon, is_training=False,
-            )
-        return tf.cast(y, self.compute_dtype)
 
 
 def batch_norm(x, name: str, weight_decay: float = 0.0):

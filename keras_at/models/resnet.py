@@ -10,13 +10,13 @@ import keras
 from keras_at.models._layers import (
     BN_EPSILON,
     BN_MOMENTUM,
-    BatchNorm,
     check_int,
     check_weight_decay,
     coupled_l2,
     dense,
     he_normal,
 )
+from keras_at.models.batch_norm import BatchNorm
 
 # Blocks per group of the two basic-block ResNets the paper uses (§4.2).
 STACKWISE_BLOCKS = {18: [2, 2, 2, 2], 34: [3, 4, 6, 3]}
