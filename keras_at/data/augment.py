@@ -58,7 +58,7 @@ class Augmentation:
 
         `seed` is a shape-`(2,)` integer tensor; the same seed gives the same result.
         """
-        crop_seed, _ = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
+        crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
         if self.crop_area is not None:
             begin, extent, _ = tf.image.stateless_sample_distorted_bounding_box(
                 tf.shape(image),
@@ -78,7 +78,7 @@ class Augmentation:
                 padded = tf.pad(image, [[p, p], [p, p], [0, 0]], mode=self.pad_mode)
                 image = tf.image.stateless_random_crop(padded, tf.shape(image), seed=crop_seed)
         if self.flip:
-            image = tf.cond(self.flips(seed), lambda: tf.reverse(image, [1]), lambda: image)
+            image = flip_if(_flip_draw(flip_seed), image)
         return image
 
     def flips(self, seed: tf.Tensor) -> tf.Tensor:
@@ -90,7 +90,16 @@ class Augmentation:
         if not self.flip:
             return tf.constant(False)
         _, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
-        return tf.random.stateless_uniform([], flip_seed) < 0.5
+        return _flip_draw(flip_seed)
+
+
+def _flip_draw(flip_seed: tf.Tensor) -> tf.Tensor:
+    return tf.random.stateless_uniform([], flip_seed) < 0.5
+
+
+def flip_if(flipped: tf.Tensor, image: tf.Tensor) -> tf.Tensor:
+    """`image` (H, W, C) mirrored left-right where the bool scalar `flipped` is true."""
+    return tf.cond(flipped, lambda: tf.reverse(image, [1]), lambda: image)
 
 
 def resize(image: tf.Tensor, size: tuple[int, int]) -> tf.Tensor:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from keras_at.data.augment import Augmentation
+from keras_at.data.augment import Augmentation, flip_if
 from keras_at.data.pipeline import AUTOTUNE, check_batch_size, example_indices
 
 
@@ -84,14 +84,13 @@ def with_teacher_gradients(
 
     else:
         flips = Augmentation(pad=0, flip=True)
-        size = images.shape[1:3]
         flipped_table = tf.constant(flipped_gradients, tf.float32)
 
         def example(i, example_seed):
-            image = flips(image_table[i], example_seed, size)
-            gradient = tf.cond(
-                flips.flips(example_seed), lambda: flipped_table[i], lambda: gradient_table[i]
-            )
+            # One draw decides both: the image as `flips` would show it, and its gradient.
+            flipped = flips.flips(example_seed)
+            image = flip_if(flipped, image_table[i])
+            gradient = tf.cond(flipped, lambda: flipped_table[i], lambda: gradient_table[i])
             return (image, gradient), label_table[i]
 
     return data.map(example, num_parallel_calls=AUTOTUNE).batch(batch_size).prefetch(AUTOTUNE)
