@@ -23,6 +23,7 @@ import tensorflow as tf
 
 from keras_at import data
 from keras_at.checks import check_batch, check_per_example_loss, per_example_weights
+from keras_at.data.pipeline import check_batch_size
 
 
 class TeacherGradientCache:
@@ -56,11 +57,10 @@ class TeacherGradientCache:
         ```
         """
         check_per_example_loss(self._task_loss_fn)
-        if len(x) != len(y) or not (isinstance(batch_size, int | np.integer) and batch_size > 0):
-            raise ValueError(
-                f"Expected as many labels as images and a positive batch_size; got {len(x)} "
-                f"images, {len(y)} labels and batch_size={batch_size!r}."
-            )
+        check_batch_size(batch_size)
+        if len(x) != len(y):
+            raise ValueError(f"Expected as many labels as images; got {len(x)} images and "
+                             f"{len(y)} labels.")
 
         @tf.function(reduce_retracing=True)
         def teacher_gradients(images, labels):
