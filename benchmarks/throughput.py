@@ -19,6 +19,13 @@ Usage:
     python benchmarks/throughput.py --memory         # also peak RSS per variant
     python benchmarks/throughput.py --profile runs/profile --only at   # where the time goes
 
+With PyTorch installed (`pip install torch`), the same rounds also time the authors'
+PyTorch step rebuilt in `torch_reference.py` (plain WRN-16-1 step, WRN-16-2 forward, AT step),
+so the speed-up over the paper's code is measured in the same run; `--no-torch` leaves it out.
+
+Ratios are given twice: from the best round of each variant, and as the median over rounds of
+the ratio within a round (`paired`), whose variants ran within seconds of each other.
+
 `--profile DIR` records a TensorFlow profiler trace of each variant's timed steps into
 DIR/<variant> (open it with TensorBoard's profile plugin) and prints the time per step of the
 most expensive op types. That is how the models' BatchNorm came to use TensorFlow's fused
@@ -38,6 +45,9 @@ import time
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# TensorFlow turns oneDNN on by itself only on CPUs with AVX-512 or AMX; on others (the
+# AVX2 AMD EPYC here) its convolutions are 1.6-1.9x slower without it.
+os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
@@ -45,11 +55,12 @@ import numpy as np  # noqa: E402
 import keras_at  # noqa: E402
 from keras_at.models import wide_resnet  # noqa: E402
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import torch_reference  # noqa: E402
+
 VARIANTS = ("student", "teacher_forward", "at", "at_kd", "kd", "hint", "grad_at",
             "grad_at_cached", "core_kd")
 CE = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-# The authors' PyTorch code (attention-transfer, cifar.py) measured on this 2-core CPU.
-AUTHORS = {"student": 174.0, "teacher_forward": 148.0, "at": 336.0}
 
 
 def sgd():
@@ -57,7 +68,9 @@ def sgd():
 
 
 def build(variant, args):
-    """(callable running one step, model) for a variant; each owns fresh models."""
+    """A callable running one step of a variant; each variant owns fresh models."""
+    if variant in torch_reference.VARIANTS:
+        return torch_reference.build(variant)
     keras.utils.set_random_seed(0)
     shape = (args.size, args.size, 3)
     student = wide_resnet(16, 1, input_shape=shape)
@@ -103,6 +116,7 @@ def time_steps(step, x, y, steps):
 
 
 def measure(args, variants):
+    """`{variant: [seconds per step of each round]}`."""
     rng = np.random.default_rng(0)
     x = rng.normal(size=(args.batch, args.size, args.size, 3)).astype("float32")
     y = rng.integers(0, 10, size=args.batch)
@@ -114,7 +128,7 @@ def measure(args, variants):
         order = variants[r % len(variants):] + variants[: r % len(variants)]
         for v in order:
             samples[v].append(time_steps(steps[v], x, y, args.steps))
-    return {v: min(t) for v, t in samples.items()}, {v: np.median(t) for v, t in samples.items()}
+    return samples
 
 
 def profile(step, x, y, steps, logdir, top=12):
@@ -163,35 +177,53 @@ def peak_rss_mb(variant, args):
     return json.loads(out.stdout.strip().splitlines()[-1])["peak_rss_mb"]
 
 
-def report(best, median, args, rss=None):
-    ms = {v: 1e3 * t for v, t in best.items()}
+RATIOS = (
+    # (name, numerator variants, denominator variants, goal)
+    ("AT / (student step + teacher forward)", ["at"], ["student", "teacher_forward"], "<= 0.95"),
+    ("AT+KD / core Keras KD", ["at_kd"], ["core_kd"], "<= 1.00"),
+    ("AT+KD / AT", ["at_kd"], ["at"], "<= 1.02"),
+    ("AT+KD / KD alone (the attention maps' cost)", ["at_kd"], ["kd"], ""),
+    ("KD alone / core Keras KD", ["kd"], ["core_kd"], ""),
+    ("F-ActT / AT", ["hint"], ["at"], ""),
+    ("grad-AT / plain student", ["grad_at"], ["student"], "<= 3.0"),
+    ("grad-AT, teacher's J cached / plain student", ["grad_at_cached"], ["student"], "<= 3.0"),
+    ("core Keras KD / (student step + teacher forward)", ["core_kd"],
+     ["student", "teacher_forward"], ""),
+    ("AT images/s / authors' PyTorch AT images/s", ["torch_at"], ["at"], ">= 1.25"),
+    ("PyTorch: AT / (student step + teacher forward)", ["torch_at"],
+     ["torch_student", "torch_teacher_forward"], ""),
+)
+
+
+def ratios(samples):
+    """`[(name, from best rounds, median of per-round ratios, goal)]` for the variants run."""
+    rows = []
+    for name, num, den, goal in RATIOS:
+        if not all(v in samples for v in num + den):
+            continue
+        best = sum(min(samples[v]) for v in num) / sum(min(samples[v]) for v in den)
+        per_round = np.sum([samples[v] for v in num], axis=0) / np.sum(
+            [samples[v] for v in den], axis=0)
+        rows.append((name, best, float(np.median(per_round)), goal))
+    return rows
+
+
+def report(samples, args, rss=None):
+    ms = {v: 1e3 * min(t) for v, t in samples.items()}
     rows = ["| variant | ms/step | median ms | images/s |" + (" peak RSS (MB) |" if rss else ""),
             "|---|---:|---:|---:|" + ("---:|" if rss else "")]
     for v, t in ms.items():
-        row = f"| {v} | {t:.1f} | {1e3 * median[v]:.1f} | {args.batch / t * 1e3:.0f} |"
+        row = f"| {v} | {t:.1f} | {1e3 * np.median(samples[v]):.1f} | {args.batch / t * 1e3:.0f} |"
         rows.append(row + (f" {rss[v]:.0f} |" if rss else ""))
-    both = ms["student"] + ms["teacher_forward"]
-    ratios = [
-        ("AT / (student step + teacher forward)", ms["at"] / both, "<= 0.95"),
-        ("AT+KD / core Keras KD", ms["at_kd"] / ms["core_kd"], "<= 1.00"),
-        ("AT+KD / AT", ms["at_kd"] / ms["at"], "<= 1.02"),
-        ("AT+KD / KD alone (the attention maps' cost)", ms["at_kd"] / ms["kd"], ""),
-        ("KD alone / core Keras KD", ms["kd"] / ms["core_kd"], ""),
-        ("F-ActT / AT", ms["hint"] / ms["at"], ""),
-        ("grad-AT / plain student", ms["grad_at"] / ms["student"], "<= 3.0"),
-        ("grad-AT, teacher's J cached / plain student", ms["grad_at_cached"] / ms["student"],
-         "<= 3.0"),
-        ("core Keras KD / (student step + teacher forward)", ms["core_kd"] / both, ""),
-    ]
-    if args.batch == 128 and args.size == 32:
-        ratios.append(("AT images/s / authors' PyTorch AT images/s", AUTHORS["at"] / ms["at"],
-                       ">= 1.25"))
-    rows += ["", "| ratio | measured | goal |", "|---|---:|---|"]
-    rows += [f"| {name} | {value:.2f} | {goal} |" for name, value, goal in ratios]
+    rows += ["", "| ratio | best | paired | goal |", "|---|---:|---:|---|"]
+    rows += [f"| {name} | {best:.2f} | {paired:.2f} | {goal} |"
+             for name, best, paired, goal in ratios(samples)]
+    torch_note = (f"PyTorch {torch_reference.version()} in the same rounds"
+                  if "torch_at" in samples else "PyTorch not run (not installed, or --no-torch)")
     rows += ["", f"batch {args.batch}, {args.size}x{args.size}x3, WRN-16-1 <- WRN-16-2, best of "
-                 f"{args.rounds} rounds x {args.steps} steps, keras {keras.__version__}, "
-                 f"{os.cpu_count()} CPU cores; authors' PyTorch AT step here: "
-                 f"{AUTHORS['at']:.0f} ms"]
+                 f"{args.rounds} rounds x {args.steps} steps (paired: median over rounds of the "
+                 f"ratio within a round), keras {keras.__version__}, {os.cpu_count()} CPU cores; "
+                 f"{torch_note}"]
     return "\n".join(rows)
 
 
@@ -221,21 +253,27 @@ def main():
     parser.add_argument("--memory", action="store_true", help="peak RSS per variant (slower)")
     parser.add_argument("--profile", metavar="DIR",
                         help="trace each variant into DIR/<variant> and print its top op types")
-    parser.add_argument("--only", choices=VARIANTS, help="run this variant only")
+    parser.add_argument("--only", choices=VARIANTS + torch_reference.VARIANTS,
+                        help="run this variant only")
+    parser.add_argument("--no-torch", action="store_true",
+                        help="leave out the PyTorch reference even if torch is installed")
     parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--out", help="also write the table to this markdown file")
     args = parser.parse_args()
     variants = (args.only,) if args.only else VARIANTS
+    if not args.only and not args.no_torch and torch_reference.available():
+        variants += torch_reference.VARIANTS
     if args.profile:
         report_profiles(args, variants)
         return
-    best, median = measure(args, list(variants))
+    samples = measure(args, list(variants))
     if args.json:
         peak = peak_rss_of_this_process_mb()
-        print(json.dumps({"ms": {v: 1e3 * t for v, t in best.items()}, "peak_rss_mb": peak}))
+        print(json.dumps({"ms": {v: 1e3 * min(t) for v, t in samples.items()},
+                          "peak_rss_mb": peak}))
         return
     rss = {v: peak_rss_mb(v, args) for v in variants} if args.memory else None
-    table = report(best, median, args, rss)
+    table = report(samples, args, rss)
     print(table)
     if args.out:
         if os.path.exists(args.out):
