@@ -24,7 +24,8 @@ setup(
     ],
     extras_require={
         # keras-cv's successor: `models.resnet(backbone="keras_hub")` and keras-hub backbones.
-        "hub": ["keras-hub"],
-        "test": ["pytest", "ruff", "keras-hub"],
+        # Tested with 0.32, which needs Python >= 3.11; the core package runs on 3.10.
+        "hub": ["keras-hub>=0.32"],
+        "test": ["pytest", "ruff", "keras-hub>=0.32"],
     },
 )

@@ -3,7 +3,8 @@
 In one process, on the same batch (default 128 × 32×32×3, WRN-16-1 student
 ← WRN-16-2 teacher), interleaved: the plain student step, the teacher's
 forward pass, the AT, AT+KD, KD, F-ActT and gradient-AT Distiller steps (the teacher's
-input gradient computed in the step, or cached once: `grad_at_cached`), and core
+input gradient computed in the step, or cached once: `grad_at_cached`; `teacher_gradient` is
+the teacher's J_T of one batch, the part the cache saves), and core
 Keras's `keras.distillation.Distiller` with `LogitsDistillation` (the KD step
 a Keras user would otherwise pick). Every variant is timed through Keras's
 own `train_on_batch` / `predict_on_batch`, so each carries the same per-call
@@ -59,7 +60,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import torch_reference  # noqa: E402
 
 VARIANTS = ("student", "teacher_forward", "at", "at_kd", "kd", "hint", "grad_at",
-            "grad_at_cached", "core_kd")
+            "grad_at_cached", "teacher_gradient", "core_kd")
 CE = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
@@ -91,10 +92,13 @@ def build(variant, args):
     grad = {"beta": 0.0, "grad_beta": 1.0}
     weights = {"at": {}, "at_kd": {"alpha": 0.9}, "kd": {"beta": 0.0, "alpha": 0.9},
                "hint": {"beta": 0.0, "hint_beta": 1e3},
-               "grad_at": grad, "grad_at_cached": grad}[variant]
-    pairs = [] if variant.startswith("grad_at") else "auto"
+               "grad_at": grad, "grad_at_cached": grad, "teacher_gradient": grad}[variant]
+    pairs = [] if variant.startswith("grad_at") or variant == "teacher_gradient" else "auto"
     distiller = keras_at.Distiller(student, teacher, pairs=pairs, **weights)
     distiller.compile(optimizer=sgd(), loss=CE)
+    if variant == "teacher_gradient":
+        # The part of a gradient-AT step that the cache saves: the teacher's J_T of the batch.
+        return lambda x, y: distiller.teacher_input_gradients(x, y)
     if variant == "grad_at_cached":
         # The teacher's input gradients, computed once (Distiller.cached_gradient_dataset).
         cache = {}
@@ -187,6 +191,8 @@ RATIOS = (
     ("F-ActT / AT", ["hint"], ["at"], ""),
     ("grad-AT / plain student", ["grad_at"], ["student"], "<= 3.0"),
     ("grad-AT, teacher's J cached / plain student", ["grad_at_cached"], ["student"], "<= 3.0"),
+    ("grad-AT / (cached grad-AT + the teacher's J_T of the batch)", ["grad_at"],
+     ["grad_at_cached", "teacher_gradient"], ""),
     ("core Keras KD / (student step + teacher forward)", ["core_kd"],
      ["student", "teacher_forward"], ""),
     ("AT images/s / authors' PyTorch AT images/s", ["torch_at"], ["at"], ">= 1.25"),

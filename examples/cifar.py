@@ -30,6 +30,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import _common  # noqa: E402
+import _training  # noqa: E402
 
 from keras_at import data, models  # noqa: E402
 
@@ -68,7 +69,7 @@ def main(argv=None) -> dict:
         return lambda: models.wide_resnet(depth, width, meta.num_classes, meta.image_shape,
                                           weight_decay=args.weight_decay)
 
-    return _common.run(args, "cifar", load_data, wrn(args.teacher_depth, args.teacher_width),
+    return _training.run(args, "cifar", load_data, wrn(args.teacher_depth, args.teacher_width),
                        wrn(args.depth, args.width))
 
 

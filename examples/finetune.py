@@ -28,6 +28,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import _common  # noqa: E402
+import _training  # noqa: E402
 import keras  # noqa: E402
 
 from keras_at import data, models  # noqa: E402
@@ -105,7 +106,7 @@ def main(argv=None) -> dict:
 
         return make
 
-    return _common.run(args, "finetune", _common.folder_data(args),
+    return _training.run(args, "finetune", _common.folder_data(args),
                        resnet(34, args.teacher_weights), resnet(18, args.student_weights))
 
 

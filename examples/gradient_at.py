@@ -58,6 +58,7 @@ import time
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import _common  # noqa: E402
+import _training  # noqa: E402
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
@@ -165,9 +166,9 @@ def main(argv=None) -> dict:
     run_dir = _common.prepare_run_dir(args, "gradient_at")
     start = time.time()
     train, test = load_data()
-    wide = _common.load_or_train_teacher(args, run_dir, train, test, teacher)
+    wide = _training.load_or_train_teacher(args, run_dir, train, test, teacher)
     history_path = os.path.join(run_dir, "history.json")
-    teacher_error = _common.TestError(test)
+    teacher_error = _training.TestError(test)
     teacher_error.set_model(wide)
     teacher_error.on_train_begin()
     results = {
@@ -190,12 +191,12 @@ def main(argv=None) -> dict:
             net = student()
             distiller = keras_at.Distiller(net, wide, pairs="auto" if method == "at" else [],
                                            **{"beta": 0.0, **weights})
-            distiller.compile(optimizer=_common.sgd(args, int(train.cardinality())),
+            distiller.compile(optimizer=_training.sgd(args, int(train.cardinality())),
                               metrics=["accuracy"])
             if method == "grad_at":
                 train = cached_train(distiller)
             print(f"{LABELS[method]}: {weights}, pairs {distiller.pairs}.")
-            _common.fit(distiller, train, test, run_dir, method, args.epochs, args.verbose,
+            _training.fit(distiller, train, test, run_dir, method, args.epochs, args.verbose,
                         test_every=args.test_every)
             net.save(path)
         epochs = _common.read_json(history_path)[method]

@@ -24,6 +24,7 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import _common  # noqa: E402
+import _training  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from keras_at import data, models  # noqa: E402
@@ -70,7 +71,7 @@ def main(argv=None) -> dict:
 
     # Networks, optimizer and variables are created, and fit runs, under the strategy.
     with mirror.scope():
-        return _common.run(args, "imagenet", _common.folder_data(args), resnet(34), resnet(18))
+        return _training.run(args, "imagenet", _common.folder_data(args), resnet(34), resnet(18))
 
 
 if __name__ == "__main__":

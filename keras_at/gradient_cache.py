@@ -61,13 +61,7 @@ class TeacherGradientCache:
         if len(x) != len(y):
             raise ValueError(f"Expected as many labels as images; got {len(x)} images and "
                              f"{len(y)} labels.")
-
-        @tf.function(reduce_retracing=True)
-        def teacher_gradients(images, labels):
-            labels = check_batch(images, labels, self._taps.student, self.student.name)
-            *_, jacobian = self._run(self._taps.teacher, images, labels, None, False, True)
-            return jacobian
-
+        teacher_gradients = self._teacher_gradient_function()
         out = np.empty(np.shape(x), "float32")
         for start in range(0, len(x), batch_size):
             end = start + batch_size
@@ -75,6 +69,23 @@ class TeacherGradientCache:
                 tf.convert_to_tensor(x[start:end]), tf.convert_to_tensor(y[start:end])
             )
         return out
+
+    def _teacher_gradient_function(self):
+        """J_T of a batch as a `tf.function`, traced once per compiled task loss, not per call."""
+        loss_fn = self._task_loss_fn
+        cached = getattr(self, "_teacher_gradient_cache", None)
+        if cached is not None and cached[0] is loss_fn:
+            return cached[1]
+
+        @tf.function(reduce_retracing=True)
+        def teacher_gradients(images, labels):
+            labels = check_batch(images, labels, self._taps.student, self.student.name)
+            *_, jacobian = self._run(self._taps.teacher, images, labels, None, False, True)
+            return jacobian
+
+        # A tuple: Keras's attribute tracking leaves it alone (it wraps lists and dicts).
+        self._teacher_gradient_cache = (loss_fn, teacher_gradients)
+        return teacher_gradients
 
     def cached_gradient_dataset(
         self, x, y, batch_size: int = 128, flip: bool = True, shuffle: bool = True, seed=None

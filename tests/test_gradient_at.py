@@ -256,6 +256,22 @@ def test_teacher_input_gradients_equal_an_independent_tape(bn_teacher):
         half_sq_distance(got))
 
 
+def test_teacher_input_gradients_trace_once_per_loss_not_per_call(bn_teacher):
+    x, y = data(16)
+    distiller = compiled(keras_at.Distiller(conv_net(4, True, "s", 0), bn_teacher, pairs=[],
+                                            grad_beta=1.0))
+    first = distiller.teacher_input_gradients(x, y, batch_size=16)
+    function = distiller._teacher_gradient_function()
+    traces = function.experimental_get_tracing_count()
+    np.testing.assert_array_equal(distiller.teacher_input_gradients(x, y, batch_size=16), first)
+    assert distiller._teacher_gradient_function() is function
+    assert function.experimental_get_tracing_count() == traces == 1
+    # A new compiled loss is a new J_T: recompiling gives a new function.
+    distiller.compile(optimizer="sgd",
+                      loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    assert distiller._teacher_gradient_function() is not function
+
+
 def one_step(distiller, x, y, sample_weight=None):
     """One SGD step on the whole batch: (logs, the student's weights after it)."""
     history = distiller.fit(x, y, sample_weight=sample_weight, batch_size=len(y), epochs=1,
