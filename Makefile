@@ -4,7 +4,7 @@ PYTHON ?= python3
 PY := $(VENV)/bin/python
 export KERAS_BACKEND := tensorflow
 export TF_CPP_MIN_LOG_LEVEL := 2
-# oneDNN convolutions also on CPUs where TensorFlow leaves them off (no AVX-512): 1.6-1.9x here.
+# oneDNN convolutions also on CPUs where TensorFlow leaves them off (no AVX-512): a WRN training step 1.8x faster here.
 export TF_ENABLE_ONEDNN_OPTS ?= 1
 
 .PHONY: demo test lint bench clean

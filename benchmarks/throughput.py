@@ -47,7 +47,7 @@ import time
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # TensorFlow turns oneDNN on by itself only on CPUs with AVX-512 or AMX; on others (the
-# AVX2 AMD EPYC here) its convolutions are 1.6-1.9x slower without it.
+# AVX2 AMD EPYC here) a WRN training step is 1.8x slower without it (README).
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 import keras  # noqa: E402
@@ -136,7 +136,8 @@ def measure(args, variants):
 
 
 def profile(step, x, y, steps, logdir, top=12):
-    """Traces `steps` calls into `logdir`; returns the ms per step of the costliest op types."""
+    """Traces `steps` calls into `logdir`: `[(op type, ms per step, calls per step)]`, costliest
+    first."""
     import tensorflow as tf
 
     tf.profiler.experimental.start(logdir)
@@ -152,12 +153,13 @@ def profile(step, x, y, steps, logdir, top=12):
     table = json.loads(data)
     table = table[0] if isinstance(table, list) else table
     ids = [c["id"] for c in table["cols"]]
-    totals = collections.Counter()
+    totals, calls = collections.Counter(), collections.Counter()
     for row in table["rows"]:
         cells = {i: (c or {}).get("v") for i, c in zip(ids, row["c"])}
         if cells["type"] != "IDLE":
             totals[cells["type"]] += (cells["total_self_time"] or 0) / 1e3 / steps
-    return totals.most_common(top)
+            calls[cells["type"]] += (cells["occurrences"] or 0) / steps
+    return [(name, ms, calls[name]) for name, ms in totals.most_common(top)]
 
 
 def peak_rss_of_this_process_mb() -> float:
@@ -229,7 +231,7 @@ def report(samples, args, rss=None):
     rows += ["", f"batch {args.batch}, {args.size}x{args.size}x3, WRN-16-1 <- WRN-16-2, best of "
                  f"{args.rounds} rounds x {args.steps} steps (paired: median over rounds of the "
                  f"ratio within a round), keras {keras.__version__}, {os.cpu_count()} CPU cores; "
-                 f"{torch_note}"]
+                 f"TF_ENABLE_ONEDNN_OPTS={os.environ.get('TF_ENABLE_ONEDNN_OPTS')}; {torch_note}"]
     return "\n".join(rows)
 
 
@@ -244,9 +246,10 @@ def report_profiles(args, variants):
         if os.path.exists(logdir):
             sys.exit(f"--profile: {logdir} exists; choose a new directory.")
         ops = profile(step, x, y, args.steps, logdir)
-        print(f"\n{variant}: op self-time per step (ms, summed over threads), trace in {logdir}")
-        for name, ms in ops:
-            print(f"  {name:40s} {ms:8.1f}")
+        print(f"\n{variant}: op self-time per step (ms, summed over threads) and calls per step, "
+              f"trace in {logdir}")
+        for name, ms, count in ops:
+            print(f"  {name:40s} {ms:8.1f} {count:6.0f}")
 
 
 def main():
