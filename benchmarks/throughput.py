@@ -6,8 +6,9 @@ forward pass, the AT, AT+KD, KD, F-ActT and gradient-AT Distiller steps (the tea
 input gradient computed in the step, or cached once: `grad_at_cached`; `teacher_gradient` is
 the teacher's J_T of one batch, the part the cache saves), and core
 Keras's `keras.distillation.Distiller` with `LogitsDistillation` (the KD step
-a Keras user would otherwise pick). Every variant is timed through Keras's
-own `train_on_batch` / `predict_on_batch`, so each carries the same per-call
+a Keras user would otherwise pick). Every Keras variant is timed through Keras's
+own `train_on_batch` / `predict_on_batch` (`teacher_gradient` through
+`Distiller.teacher_input_gradients`), so each carries the same per-call
 overhead. Variants interleave step by step (each round runs `--steps` calls of
 each, one by default), the order rotating from round to round, and the best
 round counts (the median is shown beside it), because this machine's speed
@@ -29,8 +30,9 @@ the ratio within a round (`paired`), whose variants ran within seconds of each o
 
 `--profile DIR` records a TensorFlow profiler trace of each variant's timed steps into
 DIR/<variant> (open it with TensorBoard's profile plugin) and prints the time per step of the
-most expensive op types. That is how the models' BatchNorm came to use TensorFlow's fused
-kernel: Keras's unfused batch norm was a quarter of a WRN-16-1 step on this CPU.
+most expensive op types with the profiler's events per step. That is how the models'
+BatchNorm came to use TensorFlow's fused kernel: Keras's unfused batch norm was a quarter of
+a WRN-16-1 step on this CPU.
 """
 
 from __future__ import annotations
@@ -93,7 +95,7 @@ def build(variant, args):
     weights = {"at": {}, "at_kd": {"alpha": 0.9}, "kd": {"beta": 0.0, "alpha": 0.9},
                "hint": {"beta": 0.0, "hint_beta": 1e3},
                "grad_at": grad, "grad_at_cached": grad, "teacher_gradient": grad}[variant]
-    pairs = [] if variant.startswith("grad_at") or variant == "teacher_gradient" else "auto"
+    pairs = [] if weights is grad else "auto"
     distiller = keras_at.Distiller(student, teacher, pairs=pairs, **weights)
     distiller.compile(optimizer=sgd(), loss=CE)
     if variant == "teacher_gradient":
@@ -136,8 +138,9 @@ def measure(args, variants):
 
 
 def profile(step, x, y, steps, logdir, top=12):
-    """Traces `steps` calls into `logdir`: `[(op type, ms per step, calls per step)]`, costliest
-    first."""
+    """Traces `steps` calls into `logdir`: `[(op type, ms per step, events per step)]`, costliest
+    first. Events are the profiler's count, not the layers' (a WRN-16-1 step shows 30 forward
+    Conv2D events for its 15 convolutions here): compare them between variants."""
     import tensorflow as tf
 
     tf.profiler.experimental.start(logdir)
@@ -153,13 +156,13 @@ def profile(step, x, y, steps, logdir, top=12):
     table = json.loads(data)
     table = table[0] if isinstance(table, list) else table
     ids = [c["id"] for c in table["cols"]]
-    totals, calls = collections.Counter(), collections.Counter()
+    totals, events = collections.Counter(), collections.Counter()
     for row in table["rows"]:
         cells = {i: (c or {}).get("v") for i, c in zip(ids, row["c"])}
         if cells["type"] != "IDLE":
             totals[cells["type"]] += (cells["total_self_time"] or 0) / 1e3 / steps
-            calls[cells["type"]] += (cells["occurrences"] or 0) / steps
-    return [(name, ms, calls[name]) for name, ms in totals.most_common(top)]
+            events[cells["type"]] += (cells["occurrences"] or 0) / steps
+    return [(name, ms, events[name]) for name, ms in totals.most_common(top)]
 
 
 def peak_rss_of_this_process_mb() -> float:
@@ -246,8 +249,8 @@ def report_profiles(args, variants):
         if os.path.exists(logdir):
             sys.exit(f"--profile: {logdir} exists; choose a new directory.")
         ops = profile(step, x, y, args.steps, logdir)
-        print(f"\n{variant}: op self-time per step (ms, summed over threads) and calls per step, "
-              f"trace in {logdir}")
+        print(f"\n{variant}: op self-time per step (ms, summed over threads) and profiler "
+              f"events per step, trace in {logdir}")
         for name, ms, count in ops:
             print(f"  {name:40s} {ms:8.1f} {count:6.0f}")
 

@@ -35,7 +35,8 @@ def version() -> str:
 
 
 def _wrn(depth, width, num_classes, generator):
-    """(forward, params, stats) of the authors' functional WRN-depth-width."""
+    """(forward, params) of the authors' functional WRN-depth-width; `forward(x, training)`
+    returns the logits and the three group outputs."""
     import torch
     import torch.nn.functional as F
 

@@ -70,7 +70,7 @@ def main(argv=None) -> dict:
                                           weight_decay=args.weight_decay)
 
     return _training.run(args, "cifar", load_data, wrn(args.teacher_depth, args.teacher_width),
-                       wrn(args.depth, args.width))
+                         wrn(args.depth, args.width))
 
 
 if __name__ == "__main__":

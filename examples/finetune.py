@@ -107,7 +107,7 @@ def main(argv=None) -> dict:
         return make
 
     return _training.run(args, "finetune", _common.folder_data(args),
-                       resnet(34, args.teacher_weights), resnet(18, args.student_weights))
+                         resnet(34, args.teacher_weights), resnet(18, args.student_weights))
 
 
 if __name__ == "__main__":
