@@ -194,6 +194,57 @@ def test_nin_with_bn_is_conv_bn_relu():
         assert group.input is model.get_layer(f"group{g}_bn2").output
 
 
+def _layer_kinds(model):
+    return [(layer.name, type(layer).__name__) for layer in model.layers]
+
+
+def test_nin_without_relu_before_pool_is_table3s_at_teacher():
+    """BN, no ReLU on the convolutions feeding the pools: group0/1 are their BN outputs."""
+    default = nin("thin", num_classes=7)
+    model = nin("thin", num_classes=7, relu_before_pool=False)
+    assert model.name == "nin-thin-nopoolrelu"
+    assert model.count_params() == default.count_params()
+    assert sum(isinstance(layer, keras.layers.BatchNormalization) for layer in model.layers) == 9
+    assert sum(isinstance(layer, keras.layers.Activation) for layer in model.layers) == 9 - 2
+    for g in (0, 1):
+        group = model.get_layer(f"group{g}")
+        assert isinstance(group, keras.layers.BatchNormalization)
+        assert group.input is model.get_layer(f"group{g}_conv2").output
+        assert model.get_layer(f"pool{g}").input is group.output
+    # group2 feeds the classifier convolution, not a pool: it keeps its ReLU.
+    assert isinstance(model.get_layer("group2"), keras.layers.Activation)
+    assert model.get_layer("group2").input is model.get_layer("group2_bn2").output
+
+    # With the default model's weights (same order), group0 is the default's pre-ReLU BN
+    # output, and the ReLU of it is the default's group0 (later groups see other inputs).
+    model.set_weights(default.get_weights())
+    x = np.random.default_rng(0).normal(size=(2, 32, 32, 3)).astype("float32")
+    ours = keras.Model(model.input, [model.get_layer(f"group{g}").output for g in (0, 1)])(x)
+    theirs = keras.Model(default.input, [default.get_layer(n).output
+                                         for n in ("group0_bn2", "group0")])(x)
+    np.testing.assert_allclose(ours[0], theirs[0], rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(np.maximum(ours[0], 0), theirs[1], rtol=1e-5, atol=1e-5)
+    assert all(np.min(o) < 0 for o in ours)  # the check has power: the ReLUs are really gone
+    assert not np.allclose(model(x), default(x), atol=1e-3)
+
+
+def test_nin_relu_before_pool_none_keeps_each_default_and_true_adds_it_without_bn():
+    for batch_norm in (True, False):
+        default = nin("thin", batch_norm=batch_norm)
+        same = nin("thin", batch_norm=batch_norm, relu_before_pool=None if batch_norm else False)
+        assert same.name == default.name and _layer_kinds(same) == _layer_kinds(default)
+    assert _layer_kinds(nin("thin", relu_before_pool=True)) == _layer_kinds(nin("thin"))
+    model = nin("thin", batch_norm=False, relu_before_pool=True)
+    assert model.name == "nin-thin-nobn-poolrelu"
+    assert model.count_params() == nin("thin", batch_norm=False).count_params()
+    for g in (0, 1):
+        group = model.get_layer(f"group{g}")
+        assert isinstance(group, keras.layers.Activation)
+        conv = model.get_layer(f"group{g}_conv2")
+        assert group.input is conv.output and conv.use_bias
+        assert model.get_layer(f"pool{g}").input is group.output
+
+
 @pytest.mark.parametrize(
     "fixture, last_add",
     [("resnet18", "v2_stack_{}_block2_add"), ("resnet18_hub", "stack{}_block1_add")],
@@ -236,6 +287,7 @@ def test_default_names():
         (lambda: wide_resnet(num_classes=0), "num_classes"),
         (lambda: wide_resnet(weight_decay=-1e-4), "weight_decay"),
         (lambda: nin("medium"), r"'medium'.*\['thin', 'wide'\]"),
+        (lambda: nin(relu_before_pool="no"), r"`relu_before_pool`.*'no'"),
         (lambda: resnet(50), r"\[18, 34\].*depth=50"),
         (lambda: resnet(backbone="torch"), r"\['keras_cv', 'keras_hub'\].*'torch'"),
         (lambda: resnet(backbone=wide_resnet(16, 1)), "ResNetBackbone, got a Functional"),
