@@ -60,7 +60,8 @@ class BetaScheduler(keras.callbacks.Callback):
             counted from 0; the value must be finite and >= 0.
         weight: the loss weight to schedule, one of
             `keras_at.distiller.WEIGHTS` (`"beta"`, `"alpha"`, `"hint_beta"`,
-            `"grad_beta"`, `"symmetry_beta"`, `"input_grad_penalty"`).
+            `"grad_beta"`, `"symmetry_beta"`, `"input_grad_penalty"`,
+            `"symmetry_output_beta"`).
         verbose: 0 quiet, 1 prints each update.
 
     Example:

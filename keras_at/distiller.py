@@ -4,6 +4,7 @@
            + beta * sum_pairs at_loss + hint_beta * sum_pairs hint_loss
            + grad_beta * grad_at_loss + symmetry_beta * symmetry_loss
            + input_grad_penalty * input_grad_loss
+           + symmetry_output_beta * symmetry_output_loss
            + the student's own regularisation losses
 
 Each step runs the teacher forward once, in inference mode and outside the
@@ -30,7 +31,13 @@ from keras_at import features as feat
 from keras_at.attention import check_attention_args, normalized_attention
 from keras_at.checks import check_batch, refuse_empty, refuse_overwrite, split_teacher_gradients
 from keras_at.gradient_cache import TeacherGradientCache, step_gradients
-from keras_at.losses import at_loss, hint_loss, input_gradient_distance, kd_loss
+from keras_at.losses import (
+    at_loss,
+    hint_loss,
+    input_gradient_distance,
+    kd_loss,
+    symmetry_output_loss,
+)
 from keras_at.weights import (
     GRADIENT_WEIGHTS,
     PAIR_WEIGHTS,
@@ -70,6 +77,10 @@ class Distiller(TeacherGradientCache, keras.Model):
         symmetry_beta: weight of eq. 6, `0.5 * mean_b ||J_S(x) - flip(J_S(flip x))||²`.
         input_grad_penalty: weight of `0.5 * mean_b ||J_S||²` (Drucker & LeCun).
         input_shape: `(H, W, C)`, needed only when both networks are subclassed.
+        symmetry_output_beta: weight of the symmetry norm's outputs term,
+            `0.5 * mean_b ||s(x) - s(flip x)||²` on the student's logits (§3.2: "l2 losses
+            on the obtained attentions and outputs"; eq. 6 is `symmetry_beta`). It shares
+            the student's pass on flip(x) with eq. 6; alone, it adds a forward pass only.
 
     Example:
 
@@ -90,6 +101,7 @@ class Distiller(TeacherGradientCache, keras.Model):
     grad_beta = weight_property("grad_beta")
     symmetry_beta = weight_property("symmetry_beta")
     input_grad_penalty = weight_property("input_grad_penalty")
+    symmetry_output_beta = weight_property("symmetry_output_beta")
 
     def __init__(
         self,
@@ -106,6 +118,7 @@ class Distiller(TeacherGradientCache, keras.Model):
         symmetry_beta: float = 0.0,
         input_grad_penalty: float = 0.0,
         input_shape=None,
+        symmetry_output_beta: float = 0.0,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -141,7 +154,7 @@ class Distiller(TeacherGradientCache, keras.Model):
         self._loss_weights = {}
         self._active = set()
         for name, value in zip(WEIGHTS, (beta, alpha, hint_beta, grad_beta, symmetry_beta,
-                                         input_grad_penalty)):
+                                         input_grad_penalty, symmetry_output_beta)):
             self._loss_weights[name] = keras.Variable(
                 check_weight(name, value), trainable=False, dtype="float32", name=name
             )
@@ -281,11 +294,20 @@ class Distiller(TeacherGradientCache, keras.Model):
             terms["kd_loss"] = kd_loss(logits, t_logits, self.temperature)
         if "grad_beta" in active:
             terms["grad_at_loss"] = input_gradient_distance(jacobian, t_jacobian)
+        flipped_logits = None
         if "symmetry_beta" in active:
-            *_, flipped = self._run(self._taps.student, x, y, sample_weight, training, True, True)
+            flipped_logits, _, _, flipped = self._run(
+                self._taps.student, x, y, sample_weight, training, True, True
+            )
             terms["symmetry_loss"] = input_gradient_distance(jacobian, flipped)
         if "input_grad_penalty" in active:
             terms["input_grad_loss"] = input_gradient_distance(jacobian)
+        if "symmetry_output_beta" in active:
+            if flipped_logits is None:  # eq. 6 off: a forward pass on flip(x), no inner tape
+                flipped_logits, *_ = self._run(
+                    self._taps.student, x, y, sample_weight, training, False, True
+                )
+            terms["symmetry_output_loss"] = symmetry_output_loss(logits, flipped_logits)
         return logits, terms
 
     def _total(self, terms):

@@ -6,6 +6,8 @@
 - `input_gradient_distance`: eq. 4 (gradient-based AT), eq. 6 (flip symmetry)
   and Drucker & LeCun's input-gradient penalty all measure a squared l2
   distance between input-gradient tensors; one function serves the three.
+- `symmetry_output_loss`: the outputs half of the symmetry norm (§3.2, "l2 losses on the
+  obtained attentions and outputs"): the same distance between the logits of x and flip(x).
 
 Every function returns a float32 scalar averaged over the batch, so the
 `Distiller` adds `weight * loss` for each term and the weights mean the same
@@ -135,3 +137,26 @@ def input_gradient_distance(gradient, other=None):
         diff = diff - ops.cast(other, "float32")
     flat = ops.reshape(diff, (ops.shape(diff)[0], -1))
     return 0.5 * ops.mean(ops.sum(ops.square(flat), axis=-1))
+
+
+def symmetry_output_loss(logits, flipped_logits):
+    """The outputs term of the symmetry norm: `0.5 * mean_b ||s(x)_b - s(flip x)_b||²`.
+
+    §3.2 of the paper enforces flip invariance with "l2 losses on the obtained attentions
+    and outputs"; eq. 6 writes the attention term only. This is the other one: the student's
+    outputs on an image and on its horizontal flip kept close, scaled as eq. 6's term (the
+    paper's β/2, a sum over the classes, a mean over the batch).
+
+    The outputs are the logits, not softmax probabilities: in the authors' code a network
+    returns its logits as its output (`y_s, y_t`, which `distillation` turns into
+    probabilities itself), and logits keep the term from vanishing where both softmaxes
+    saturate, which would leave confident but asymmetric predictions unpenalised.
+
+    Args:
+        logits: `(B, num_classes)` logits of the images.
+        flipped_logits: `(B, num_classes)` logits of their horizontal flips.
+
+    Returns:
+        A float32 scalar, zero for a flip-invariant network.
+    """
+    return input_gradient_distance(logits, flipped_logits)

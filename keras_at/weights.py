@@ -14,7 +14,8 @@ import math
 import keras
 
 # Loss weights, in the order of the Distiller's arguments.
-WEIGHTS = ("beta", "alpha", "hint_beta", "grad_beta", "symmetry_beta", "input_grad_penalty")
+WEIGHTS = ("beta", "alpha", "hint_beta", "grad_beta", "symmetry_beta", "input_grad_penalty",
+           "symmetry_output_beta")
 # The history key of the term each weight multiplies.
 TERMS = {
     "beta": "at_loss",
@@ -23,6 +24,7 @@ TERMS = {
     "grad_beta": "grad_at_loss",
     "symmetry_beta": "symmetry_loss",
     "input_grad_penalty": "input_grad_loss",
+    "symmetry_output_beta": "symmetry_output_loss",
 }
 # Terms that need the student's input gradient (an inner tape).
 GRADIENT_WEIGHTS = ("grad_beta", "symmetry_beta", "input_grad_penalty")

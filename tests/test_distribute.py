@@ -18,7 +18,7 @@ HERE = os.path.dirname(__file__)
 
 def test_mirrored_strategy_gives_global_means_and_the_same_update():
     weights = {"beta": 1e3, "alpha": 0.5, "hint_beta": 3.0, "grad_beta": 10.0,
-               "symmetry_beta": 1.0, "input_grad_penalty": 1.0}
+               "symmetry_beta": 1.0, "input_grad_penalty": 1.0, "symmetry_output_beta": 1.0}
     out = subprocess.run(
         [sys.executable, os.path.join(HERE, "distribute_worker.py"), json.dumps(weights)],
         capture_output=True, text=True, timeout=300, check=True,
@@ -27,7 +27,8 @@ def test_mirrored_strategy_gives_global_means_and_the_same_update():
     assert result["replicas"] == 2
     one, two = result["one"], result["two"]
     assert set(one) == set(two) >= {"loss", "task_loss", "at_loss", "kd_loss", "hint_loss",
-                                    "grad_at_loss", "symmetry_loss", "input_grad_loss"}
+                                    "grad_at_loss", "symmetry_loss", "input_grad_loss",
+                                    "symmetry_output_loss"}
     for key in one:
         assert two[key] == pytest.approx(one[key], rel=1e-4), key
     # Gradients summed over replicas equal the one-device gradient of the global mean.

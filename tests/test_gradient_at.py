@@ -2,8 +2,9 @@
 
 Every expected number here is measured with the test's own `tf.GradientTape`s, never read
 back from keras_at: J = d/dx of the sum over the batch of per-example cross-entropies, and
-each term is `0.5 * mean_b ||J_b - J'_b||²`. Precomputed teacher gradients are checked the same
-way: against the test's tape, and against the step that computes them itself.
+each term is `0.5 * mean_b ||J_b - J'_b||²`; the symmetry norm's outputs term is the same
+distance between the student's logits of x and of flip(x). Precomputed teacher gradients are
+checked the same way: against the test's tape, and against the step that computes them itself.
 """
 
 import collections
@@ -14,11 +15,12 @@ import pytest
 import tensorflow as tf
 
 import keras_at
+from keras_at.callbacks import BetaScheduler
 from keras_at.checks import LABEL_CHECK_SCOPE
 
 CE = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 TERM_OF = {"grad_beta": "grad_at_loss", "symmetry_beta": "symmetry_loss",
-           "input_grad_penalty": "input_grad_loss"}
+           "input_grad_penalty": "input_grad_loss", "symmetry_output_beta": "symmetry_output_loss"}
 
 
 def conv_net(width, batch_norm, name, seed, num_classes=4):
@@ -58,13 +60,20 @@ def half_sq_distance(a, b=None):
     return 0.5 * tf.reduce_mean(tf.reduce_sum(tf.square(tf.reshape(diff, (len(diff), -1))), -1))
 
 
+def output_asymmetry(student, x, training=False):
+    """0.5 * mean_b ||s(x) - s(flip x)||² of the student's logits, computed here."""
+    flipped = tf.reverse(tf.constant(x), [2])
+    return half_sq_distance(student(x, training=training), student(flipped, training=training))
+
+
 def distances(student, teacher, x, y, training=False):
-    """The three terms, independently: {history key: value}. The teacher is in inference mode."""
+    """The four terms, independently: {history key: value}. The teacher is in inference mode."""
     j_s = input_gradient(student, x, y, training)
     return {
         "grad_at_loss": half_sq_distance(j_s, input_gradient(teacher, x, y)),
         "symmetry_loss": half_sq_distance(j_s, input_gradient(student, x, y, training, True)),
         "input_grad_loss": half_sq_distance(j_s),
+        "symmetry_output_loss": output_asymmetry(student, x, training),
     }
 
 
@@ -82,7 +91,8 @@ def trained_students():
     students = {}
     for weight in (None, *TERM_OF):
         student = conv_net(8, False, "student", seed=0)
-        kwargs = {weight: 1e3} if weight else {}
+        # The logits' flip asymmetry (~1e-3 here) is larger than the input-gradient terms.
+        kwargs = {weight: 1e2 if weight == "symmetry_output_beta" else 1e3} if weight else {}
         compiled(keras_at.Distiller(student, teacher, pairs=[], **kwargs)).fit(
             x, y, batch_size=16, epochs=5, shuffle=False, verbose=0)
         students[weight] = student
@@ -104,7 +114,8 @@ def test_logged_terms_equal_the_independent_computation_in_inference_mode():
     student = conv_net(8, True, "student", seed=0)
     teacher = conv_net(16, True, "teacher", seed=1)
     distiller = compiled(keras_at.Distiller(student, teacher, pairs=[], grad_beta=1.0,
-                                            symmetry_beta=1.0, input_grad_penalty=1.0))
+                                            symmetry_beta=1.0, input_grad_penalty=1.0,
+                                            symmetry_output_beta=1.0))
     # A few steps, so that BN's moving statistics differ from batch statistics.
     distiller.fit(x, y, batch_size=16, epochs=1, verbose=0)
 
@@ -127,8 +138,8 @@ def test_second_backprop_reaches_every_weight_through_batch_norm(weight):
     """One SGD step with and without the term: the difference is -lr * w * d(term)/dW.
 
     It must be nonzero for every trainable variable (conv kernels, BN gamma and beta,
-    dense kernel and bias) and equal the gradient of the term computed with nested tapes
-    in training mode, as the train step runs.
+    dense kernel and bias; the outputs term leaves the dense bias alone) and equal the
+    gradient of the term computed with nested tapes in training mode, as the train step runs.
     """
     x, y = data(16)
     teacher = conv_net(8, True, "teacher", seed=1)
@@ -149,6 +160,10 @@ def test_second_backprop_reaches_every_weight_through_batch_norm(weight):
     for var, g, off, on in zip(student.trainable_variables, expected, stepped[0.0], stepped[w]):
         assert g is not None, var.path
         got = (on - off) / (-lr * w)
+        if weight == "symmetry_output_beta" and var.path == "logits/bias":
+            # The bias of the logits cancels in s(x) - s(flip x): no gradient, up to rounding.
+            assert not np.any(g.numpy()) and np.abs(got).max() < 1e-6, var.path
+            continue
         assert np.abs(got).max() > 0, f"the term's gradient does not reach {var.path}"
         scale = np.abs(g.numpy()).max()
         np.testing.assert_allclose(got, g.numpy(), rtol=2e-2, atol=2e-2 * scale,
@@ -218,6 +233,69 @@ def test_gradient_terms_combine_with_activation_at_and_kd():
                  + 10.0 * (logs["grad_at_loss"] + logs["symmetry_loss"]
                            + logs["input_grad_loss"]))
         assert logs["loss"] == pytest.approx(total, rel=1e-4)
+
+
+# === The symmetry norm's outputs term ===
+
+
+def test_symmetry_outputs_alone_equal_the_independent_computation_and_total():
+    x, y = data()
+    student = conv_net(8, True, "student", seed=0)
+    distiller = compiled(keras_at.Distiller(student, conv_net(16, True, "teacher", seed=1),
+                                            pairs=[], symmetry_output_beta=3.0))
+    assert distiller.active_terms == ["symmetry_output_loss"]
+    history = distiller.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    assert set(history.history) == {"loss", "task_loss", "symmetry_output_loss", "accuracy"}
+    logs = distiller.evaluate(x, y, batch_size=32, verbose=0, return_dict=True)
+    expected = float(output_asymmetry(student, x))
+    assert expected > 1e-4  # the student is not flip-invariant: the check has power
+    assert logs["symmetry_output_loss"] == pytest.approx(expected, rel=1e-4)
+    assert logs["loss"] == pytest.approx(logs["task_loss"] + 3.0 * expected, rel=1e-5)
+    assert distiller.get_config()["symmetry_output_beta"] == 3.0
+    clone = keras_at.Distiller.from_config(distiller.get_config())
+    assert clone.symmetry_output_beta == 3.0 and "symmetry_output_loss" in clone.active_terms
+
+
+def test_symmetry_outputs_share_eq6s_flip_pass_alone_add_no_inner_tape_and_off_trace_nothing():
+    x, y = data(16)
+    teacher = conv_net(8, False, "teacher", seed=1)
+
+    def graph(**weights):
+        model = compiled(keras_at.Distiller(conv_net(8, False, "s", 0), teacher, pairs=[],
+                                            **weights))
+        return traced_step(model, x, y)
+
+    def convs(g):
+        return sum(op.type == "Conv2D" for op in g.get_operations())
+
+    off = graph()
+    zero = graph(symmetry_output_beta=0.0)
+    alone = graph(symmetry_output_beta=1.0)
+    eq6 = graph(symmetry_beta=1.0)
+    both = graph(symmetry_beta=1.0, symmetry_output_beta=1.0)
+    assert len(zero.get_operations()) == len(off.get_operations())
+    # Alone: the student forward on x and on flip(x), one backprop through both, no inner tape.
+    assert convs(alone) == 2 * convs(off)
+    assert gradient_ops(alone) == collections.Counter(
+        {k: 2 * v for k, v in gradient_ops(off).items()})
+    # With eq. 6: its pass on flip(x) serves both terms; no third student forward.
+    assert convs(both) == convs(eq6) > convs(alone)
+    assert gradient_ops(both) == gradient_ops(eq6)
+
+
+def test_symmetry_outputs_switched_on_by_a_callback_join_the_total_from_that_epoch():
+    x, y = data(32)
+    distiller = compiled(keras_at.Distiller(conv_net(4, False, "s", 0),
+                                            conv_net(8, False, "t", 1), pairs=[]))
+    schedule = BetaScheduler(lambda epoch, value: 0.0 if epoch == 0 else 5.0,
+                             weight="symmetry_output_beta")
+    history = distiller.fit(x, y, batch_size=16, epochs=2, callbacks=[schedule],
+                            verbose=0).history
+    assert history["symmetry_output_beta"] == [0.0, 5.0]
+    assert history["loss"][0] == pytest.approx(history["task_loss"][0], rel=1e-6)
+    assert len(history["symmetry_output_loss"]) == 1 and history["symmetry_output_loss"][0] > 0
+    assert history["loss"][1] == pytest.approx(
+        history["task_loss"][1] + 5.0 * history["symmetry_output_loss"][0], rel=1e-4)
 
 
 # === Teacher gradients computed once (gradient AT with a frozen teacher) ===
