@@ -184,17 +184,21 @@ def run(args, script: str, load_data, make_teacher, make_student) -> dict:
     return _finish(run_dir, "student", student, start)
 
 
-def load_or_train_teacher(args, run_dir, train, test, make_teacher) -> keras.Model:
-    """The teacher: `--teacher`'s file, the run's finished `teacher.keras`, or trained here."""
-    if args.teacher:
-        return keras.saving.load_model(args.teacher)
-    path = os.path.join(run_dir, "teacher.keras")
+def load_or_train_teacher(args, run_dir, train, test, make_teacher, phase: str = "teacher",
+                          given: str | None = None) -> keras.Model:
+    """A teacher: the file `given` (for `phase="teacher"`: `--teacher`), the run's finished
+    `<phase>.keras`, or trained here as the phase `phase` (a script with a second teacher)."""
+    given = args.teacher if phase == "teacher" else given
+    if given:
+        return keras.saving.load_model(given)
+    path = os.path.join(run_dir, f"{phase}.keras")
     if os.path.isfile(path):  # a resumed run whose teacher had finished
         return keras.saving.load_model(path)
     keras.utils.set_random_seed(args.seed)
     teacher = make_teacher()
-    print(f"Training the teacher {teacher.name} ({teacher.count_params():,} parameters).")
-    _train_alone(teacher, "teacher", train, test, args, run_dir,
+    print(f"Training the {phase.replace('_', ' ')} {teacher.name} "
+          f"({teacher.count_params():,} parameters).")
+    _train_alone(teacher, phase, train, test, args, run_dir,
                  args.teacher_epochs or args.epochs)
     return teacher
 

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 
+import keras
 import numpy as np
 import pytest
 
@@ -140,23 +141,80 @@ def test_resume_refuses_other_arguments(cifar_run):
 # === gradient_at.py ===
 
 
-@pytest.mark.skipif(
+needs_fashion_mnist = pytest.mark.skipif(
     not os.path.isdir("/usr/share/datasets/fashion-mnist") and not os.environ.get("CI"),
     reason="apt-get install dataset-fashion-mnist (CI installs it, so there this fails instead)",
 )
-def test_gradient_at_trains_grad_at_on_cached_teacher_gradients_of_images_and_flips(tmp_path):
-    out = tmp_path / "table3"
+
+
+@pytest.fixture(scope="module")
+def table3_run(tmp_path_factory):
+    """One gradient_at.py run of three rows: (run directory, stdout)."""
+    out = tmp_path_factory.mktemp("table3") / "run"
     result = ok(script("gradient_at.py", "--dataset", "fashion_mnist", "--limit", "64",
                        "--test-limit", "64", "--batch-size", "32", "--epochs", "1",
-                       "--lr-epochs", "", "--methods", "grad_at", "--out", out))
-    assert "Teacher input gradients of 64 images and their flips computed once" in result.stdout
+                       "--lr-epochs", "", "--methods", "grad_at,symmetry,at",
+                       "--symmetry-output-beta", "0.5", "--out", out))
     with open(out / "results.json") as f:
-        results = json.load(f)
+        return out, result.stdout, json.load(f)
+
+
+@needs_fashion_mnist
+def test_gradient_at_trains_grad_at_on_cached_teacher_gradients_of_images_and_flips(table3_run):
+    out, stdout, results = table3_run
+    assert "Teacher input gradients of 64 images and their flips computed once" in stdout
     run = results["methods"]["grad_at"]
     assert run["weights"] == {"grad_beta": 1.0} and 0 <= run["test_error"] <= 1
+    assert run["teacher"] == "nin-wide" and run["pairs"] == []
     record = history(out)["grad_at"][0]
     assert np.isfinite(record["grad_at_loss"]) and record["grad_at_loss"] > 0
     assert (out / "teacher.keras").is_file() and (out / "grad_at.keras").is_file()
+
+
+@needs_fashion_mnist
+def test_gradient_at_at_row_pairs_convolution_outputs_with_its_own_teacher(table3_run):
+    out, stdout, results = table3_run
+    # §4.1.3: a teacher with BN and no ReLU before pooling, trained separately.
+    assert results["at_teacher"] == "nin-wide-nopoolrelu" and results["teacher"] == "nin-wide"
+    assert "Training the at teacher nin-wide-nopoolrelu" in stdout
+    import keras_at.models  # noqa: F401, registers keras_at's BatchNorm for loading
+
+    teacher = keras.saving.load_model(out / "at_teacher.keras")
+    for g in (0, 1):
+        assert isinstance(teacher.get_layer(f"group{g}"), keras.layers.BatchNormalization)
+    run = results["methods"]["at"]
+    assert run["teacher"] == "nin-wide-nopoolrelu" and run["weights"] == {"beta": 1000.0}
+    # Pre-ReLU convolution outputs: the student's convolutions, the teacher's BN outputs.
+    assert run["pairs"] == [["group0", "group0"], ["group1", "group1"],
+                            ["group2_conv2", "group2_bn2"]]
+    h = history(out)
+    assert len(h["at_teacher"]) == 1 and h["at"][0]["at_loss"] > 0
+    symmetry = results["methods"]["symmetry"]
+    assert symmetry["weights"] == {"symmetry_beta": 10.0, "symmetry_output_beta": 0.5}
+    assert h["symmetry"][0]["symmetry_output_loss"] > 0 and h["symmetry"][0]["symmetry_loss"] > 0
+    with open(out / "results.md") as f:
+        table = f.read()
+    assert "| activation-based AT (convolution outputs) | nin-wide-nopoolrelu |" in table
+
+    # A teacher with ReLU before pooling is refused for the at row, naming the layer.
+    refused = script("gradient_at.py", "--dataset", "fashion_mnist", "--limit", "64",
+                     "--test-limit", "64", "--epochs", "1", "--methods", "at", "--at-teacher",
+                     out / "teacher.keras", "--out", out.parent / "refused")
+    assert refused.returncode != 0
+    assert "'nin-wide' has a ReLU before its pooling layers (group0, group1" in refused.stderr
+
+
+def test_gradient_at_states_table3s_unpublished_settings_as_choices():
+    gradient_at = example("gradient_at")
+    args = gradient_at.parser().parse_args([])
+    assert (args.epochs, args.lr, args.lr_epochs, args.lr_decay) == (200, 0.01, (60, 120, 160),
+                                                                     0.2)
+    assert args.weight_decay == 0.0 and args.temperature == 4.0
+    assert args.symmetry_output_beta == 0.0  # eq. 6 alone unless asked
+    epilog = gradient_at.parser().epilog
+    assert epilog.startswith("Not given by the paper for Table 3, our choices: 200 epochs")
+    assert "60,120,160" in epilog and "temperature 4" in epilog
+    assert gradient_at.method_weights("symmetry", args) == {"symmetry_beta": 10.0}
 
 
 # === reproduce.py ===
