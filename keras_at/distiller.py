@@ -84,10 +84,10 @@ class Distiller(TeacherGradientCache, keras.Model):
         pairs: `"auto"`, or a list of `(student_layer_name, teacher_layer_name)`;
             `[]` for no activation pairs.
         beta: weight of `sum(at_loss)` over pairs (1e3 as in the paper's code).
-        p: exponent of the attention mapping function.
-        reduction: `"sum"`, `"mean"` or `"max"` over channels.
+        p: exponent of the attention mapping function (assigning it later retraces the step).
+        reduction: `"sum"`, `"mean"` or `"max"` over channels (likewise).
         alpha: KD weight in `(1 - alpha) * task + alpha * kd_loss`, in [0, 1].
-        temperature: KD softmax temperature, > 0.
+        temperature: KD softmax temperature, finite and > 0; a live variable like the weights.
         hint_beta: weight of F-ActT (full-activation l2 on the same pairs).
         grad_beta: weight of gradient-based AT, `0.5 * mean_b ||J_S - J_T||²`; the frozen
             teacher's J_T can be computed once instead (`cached_gradient_dataset`).

@@ -172,3 +172,10 @@ def test_a_teacher_the_user_froze_stays_frozen(tiny_pair):
     teacher.trainable = False
     keras_at.Distiller(student, teacher)
     assert teacher.trainable is False
+
+
+def test_kd_loss_refuses_a_temperature_that_would_give_nan():
+    z = np.random.default_rng(0).normal(size=(4, 5)).astype("float32")
+    with pytest.raises(ValueError, match="finite number > 0, got inf"):
+        keras_at.kd_loss(z, z, temperature=float("inf"))
+    assert float(keras_at.kd_loss(z, z, temperature=1e3)) == pytest.approx(0.0, abs=1e-6)
