@@ -100,14 +100,20 @@ def split_teacher_gradients(x, grad_beta_on: bool):
 
 
 def per_example_weights(sample_weight):
-    """Sample weights `(B,)` or `(B, 1)` as `(B, 1, 1, 1)`, to scale per-example input gradients."""
+    """Sample weights `(B,)` or `(B, 1)` as a float32 `(B,)` vector (None stays None).
+
+    The Distiller weighs each example's transfer terms by it, so it must be one number per
+    example: the weights Keras makes from `class_weight` are.
+    """
+    if sample_weight is None:
+        return None
     shape = tuple(sample_weight.shape)
     if len(shape) > 2 or (len(shape) == 2 and shape[1] not in (1, None)):
         raise ValueError(
-            f"With teacher_gradients, sample weights must be one per example, shape (B,) or "
-            f"(B, 1); got shape {shape}."
+            f"The Distiller weighs every loss term per example: sample weights must be one per "
+            f"example, shape (B,) or (B, 1); got shape {shape}."
         )
-    return tf.reshape(tf.cast(sample_weight, tf.float32), (-1, 1, 1, 1))
+    return tf.reshape(tf.cast(sample_weight, tf.float32), (-1,))
 
 
 def check_per_example_loss(loss) -> None:

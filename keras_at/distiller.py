@@ -19,6 +19,8 @@ instead of computed, and gradient AT alone does not run the teacher at all.
 Every loss is the global mean over the whole batch under `tf.distribute`:
 terms are computed as per-replica means, logged with the replica's batch
 size as weight, and divided by the replica count for gradient summation.
+Sample weights (and `class_weight`, which Keras turns into them) weigh every
+term per example as Keras weighs the task loss: `sum_b w_b * term_b / B`.
 """
 
 from __future__ import annotations
@@ -29,20 +31,28 @@ from keras import ops
 
 from keras_at import features as feat
 from keras_at.attention import check_attention_args, normalized_attention
-from keras_at.checks import check_batch, refuse_empty, refuse_overwrite, split_teacher_gradients
+from keras_at.checks import (
+    check_batch,
+    per_example_weights,
+    refuse_empty,
+    refuse_overwrite,
+    split_teacher_gradients,
+)
 from keras_at.gradient_cache import TeacherGradientCache, step_gradients
 from keras_at.losses import (
-    at_loss,
-    hint_loss,
-    input_gradient_distance,
-    kd_loss,
-    symmetry_output_loss,
+    at_loss_per_example,
+    hint_loss_per_example,
+    input_gradient_distance_per_example,
+    kd_loss_per_example,
+    symmetry_output_loss_per_example,
+    weighted_mean,
 )
 from keras_at.weights import (
     GRADIENT_WEIGHTS,
     PAIR_WEIGHTS,
     TERMS,
     WEIGHTS,
+    check_temperature,
     check_weight,
     weight_property,
 )
@@ -57,8 +67,17 @@ class Distiller(TeacherGradientCache, keras.Model):
     """Trains a student with attention transfer (and KD, hints, gradient AT) from a teacher.
 
     The teacher is frozen: it is never trained and always runs in inference
-    mode. `fit`, `evaluate` and `predict` are the student's; the trained
-    student is `distiller.student`, a plain `keras.Model`.
+    mode, and its variables are not in the Distiller's `trainable_weights`;
+    the user's teacher object is left as it was (its `trainable` flag is not
+    touched, so `teacher.fit` still trains it). `fit`, `evaluate` and
+    `predict` are the student's; the trained student is `distiller.student`,
+    a plain `keras.Model`.
+
+    Settings: the loss weights and `temperature` are live variables (a new
+    value takes effect at the next step); assigning `p` or `reduction`
+    retraces the step; `pairs` is fixed at construction. Sample weights weigh
+    every term per example, `sum_b w_b * term_b / B`, as Keras's default
+    reduction weighs the task loss.
 
     Args:
         student: built Keras model returning logits (functional, Sequential,
@@ -67,10 +86,10 @@ class Distiller(TeacherGradientCache, keras.Model):
         pairs: `"auto"`, or a list of `(student_layer_name, teacher_layer_name)`;
             `[]` for no activation pairs.
         beta: weight of `sum(at_loss)` over pairs (1e3 as in the paper's code).
-        p: exponent of the attention mapping function.
-        reduction: `"sum"`, `"mean"` or `"max"` over channels.
+        p: exponent of the attention mapping function (assigning it later retraces the step).
+        reduction: `"sum"`, `"mean"` or `"max"` over channels (likewise).
         alpha: KD weight in `(1 - alpha) * task + alpha * kd_loss`, in [0, 1].
-        temperature: KD softmax temperature, > 0.
+        temperature: KD softmax temperature, finite and > 0; a live variable like the weights.
         hint_beta: weight of F-ActT (full-activation l2 on the same pairs).
         grad_beta: weight of gradient-based AT, `0.5 * mean_b ||J_S - J_T||²`; the frozen
             teacher's J_T can be computed once instead (`cached_gradient_dataset`).
@@ -128,21 +147,20 @@ class Distiller(TeacherGradientCache, keras.Model):
                 "frozen model."
             )
         check_attention_args(p, reduction)
-        if isinstance(temperature, bool) or not (
-            isinstance(temperature, (int, float)) and temperature > 0
-        ):
-            raise ValueError(f"`temperature` must be a number > 0, got {temperature!r}.")
-        self.p, self.reduction, self.temperature = p, reduction, float(temperature)
+        temperature = check_temperature(temperature)
+        self._p, self._reduction = p, reduction
         self._given_input_shape = tuple(input_shape) if input_shape is not None else None
 
         # === Networks and taps ===
+        # The teacher's `trainable` flag is the user's: the Distiller freezes it by never
+        # differentiating its variables and by leaving them out of `trainable_weights`.
         self.student, self.teacher = student, teacher
-        teacher.trainable = False
         shape = feat.common_input_shape(student, teacher, self._given_input_shape)
         student_graph = feat.graph_model(student, "student", shape)
         teacher_graph = feat.graph_model(teacher, "teacher", shape)
-        self.pairs = feat.resolve_pairs(pairs, student_graph, teacher_graph)
-        feat.check_class_counts(student_graph, teacher_graph, alpha)
+        # A tuple: fixed (the taps, adapters and saved weights depend on it), and left alone by
+        # Keras's attribute tracking.
+        self._pairs = tuple(feat.resolve_pairs(pairs, student_graph, teacher_graph))
         # Held outside Keras's tracking: the taps share the networks' layers.
         self._taps = _Taps(
             feat.build_tap(student_graph, [s for s, _ in self.pairs], "student"),
@@ -159,6 +177,10 @@ class Distiller(TeacherGradientCache, keras.Model):
                 check_weight(name, value), trainable=False, dtype="float32", name=name
             )
             self._activate(name, value)
+        self._check_kd_classes(self.alpha)
+        self._temperature = keras.Variable(
+            temperature, trainable=False, dtype="float32", name="temperature"
+        )
         self.task_loss_tracker = keras.metrics.Mean(name="task_loss")
         self.term_trackers = [keras.metrics.Mean(name=term) for term in TERMS.values()]
         self._task_loss_fn = None
@@ -190,15 +212,98 @@ class Distiller(TeacherGradientCache, keras.Model):
         self._active.add(name)
         return True
 
+    def _check_kd_classes(self, alpha):
+        feat.check_class_counts(
+            self._taps.student.outputs[0].shape[-1], self._taps.teacher.outputs[0].shape[-1],
+            alpha,
+        )
+
+    def _retrace(self):
+        """Traces the compiled steps again at their next call (a value they read changed)."""
+        if self.train_function is not None:
+            self.make_train_function(force=True)
+        if self.test_function is not None:
+            self.make_test_function(force=True)
+
     def _set_loss_weight(self, name, value):
         value = check_weight(name, value)
+        if name == "alpha":
+            self._check_kd_classes(value)
         self._loss_weights[name].assign(value)
         if self._activate(name, value):
             # A term that was off is not in the traced step: trace it again, once.
-            if self.train_function is not None:
-                self.make_train_function(force=True)
-            if self.test_function is not None:
-                self.make_test_function(force=True)
+            self._retrace()
+
+    # === Settings ===
+    @property
+    def temperature(self) -> float:
+        """KD temperature, a live variable: a new value takes effect at the next step."""
+        return float(ops.convert_to_numpy(self._temperature))
+
+    @temperature.setter
+    def temperature(self, value):
+        self._temperature.assign(check_temperature(value))
+
+    @property
+    def p(self):
+        """Exponent of the attention mapping; assigning it retraces the step (p=2 stays fast)."""
+        return self._p
+
+    @p.setter
+    def p(self, value):
+        check_attention_args(value, self._reduction)
+        if value != self._p:
+            self._p = value
+            self._retrace()
+
+    @property
+    def reduction(self) -> str:
+        """`"sum"`, `"mean"` or `"max"` over channels; assigning it retraces the step."""
+        return self._reduction
+
+    @reduction.setter
+    def reduction(self, value):
+        check_attention_args(self._p, value)
+        if value != self._reduction:
+            self._reduction = value
+            self._retrace()
+
+    @property
+    def pairs(self) -> list[tuple[str, str]]:
+        """The `(student_layer_name, teacher_layer_name)` pairs, fixed at construction."""
+        return list(self._pairs)
+
+    @pairs.setter
+    def pairs(self, value):
+        raise AttributeError(
+            "`pairs` is fixed at construction: the feature taps, hint adapters and saved weights "
+            "are built for it. Build a new keras_at.Distiller(student, teacher, pairs=[...]); "
+            "the student and teacher keep their weights."
+        )
+
+    # === The frozen teacher ===
+    def _without_teacher(self, variables):
+        teacher = {id(v) for v in self.teacher.variables}
+        return [v for v in variables if id(v) not in teacher]
+
+    @property
+    def trainable_weights(self):
+        """The student's and hint adapters' trainable weights; never the teacher's."""
+        return self._without_teacher(super().trainable_weights)
+
+    @property
+    def trainable_variables(self):
+        return self._without_teacher(super().trainable_variables)
+
+    @property
+    def non_trainable_weights(self):
+        trainable = {id(v) for v in self.trainable_weights}
+        return [v for v in self.weights if id(v) not in trainable]
+
+    @property
+    def non_trainable_variables(self):
+        trainable = {id(v) for v in self.trainable_variables}
+        return [v for v in self.variables if id(v) not in trainable]
 
     # === Keras API ===
     def compile(self, optimizer="rmsprop", loss=None, metrics=None, **kwargs):
@@ -236,7 +341,11 @@ class Distiller(TeacherGradientCache, keras.Model):
         return value * _replicas()
 
     def _run(self, tap, x, y, sample_weight, training, gradients, flip=False):
-        """Forward (and input gradient when `gradients`) of one tap: logits, features, task, J."""
+        """Forward (and input gradient when `gradients`) of one tap: logits, features, task, J.
+
+        J is each example's own input gradient, unweighted: sample weights weigh the terms
+        built from it, as they weigh every other term.
+        """
         if flip:
             x = ops.flip(x, axis=2)
         if not gradients:
@@ -247,32 +356,35 @@ class Distiller(TeacherGradientCache, keras.Model):
             inner.watch(x)
             outputs = tap(x, training=training)
             outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
-            task = self._task_loss(y, outputs[0], sample_weight)
+            task = self._task_loss(y, outputs[0], None)
             # The gradient of the summed per-example losses: J does not shrink with batch size.
             summed = task * ops.cast(ops.shape(x)[0], task.dtype)
         jacobian = inner.gradient(summed, x)
         if flip:
             jacobian = ops.flip(jacobian, axis=2)
+        if sample_weight is not None:
+            task = self._task_loss(y, outputs[0], sample_weight)
         return outputs[0], outputs[1:], task, jacobian
 
-    def _teacher_outputs(self, x, y, sample_weight, cached=None):
+    def _teacher_outputs(self, x, y, cached=None):
         """Teacher logits, features and J_T; with `cached` J_T, a forward pass only if needed."""
         active = self._active
         fresh = "grad_beta" in active and cached is None
         logits, features, jacobian = None, [], None
         if fresh or active & {"beta", "alpha", "hint_beta"}:
             logits, features, _, jacobian = self._run(
-                self._taps.teacher, x, y, sample_weight, training=False, gradients=fresh
+                self._taps.teacher, x, y, None, training=False, gradients=fresh
             )
             logits, features = tf.stop_gradient(logits), [tf.stop_gradient(f) for f in features]
         if cached is not None:
-            jacobian = step_gradients(cached, sample_weight, self._task_loss_fn)
+            jacobian = step_gradients(cached, self._task_loss_fn)
         return logits, features, None if jacobian is None else tf.stop_gradient(jacobian)
 
     def _compute_terms(self, x, y, sample_weight, training, cached=None):
-        """All terms of the total loss, as a dict {history key: per-replica mean}."""
+        """All terms of the total loss, as a dict {history key: per-replica weighted mean}."""
         active = self._active
-        t_logits, t_features, t_jacobian = self._teacher_outputs(x, y, sample_weight, cached)
+        weights = per_example_weights(sample_weight)
+        t_logits, t_features, t_jacobian = self._teacher_outputs(x, y, cached)
         needs_gradient = bool(active & set(GRADIENT_WEIGHTS))
         logits, s_features, task, jacobian = self._run(
             self._taps.student, x, y, sample_weight, training, needs_gradient
@@ -280,34 +392,41 @@ class Distiller(TeacherGradientCache, keras.Model):
         if task is None:
             task = self._task_loss(y, logits, sample_weight)
         terms = {"task_loss": task}
+        per_example = {}
         if "beta" in active:
-            terms["at_loss"] = sum(
-                at_loss(s, t, p=self.p, reduction=self.reduction)
+            per_example["at_loss"] = sum(
+                at_loss_per_example(s, t, p=self.p, reduction=self.reduction)
                 for s, t in zip(s_features, t_features)
             )
         if "hint_beta" in active:
-            terms["hint_loss"] = sum(
-                hint_loss(a(s) if a is not None else s, t)
+            per_example["hint_loss"] = sum(
+                hint_loss_per_example(a(s) if a is not None else s, t)
                 for a, s, t in zip(self.hint_adapters, s_features, t_features)
             )
         if "alpha" in active:
-            terms["kd_loss"] = kd_loss(logits, t_logits, self.temperature)
+            per_example["kd_loss"] = kd_loss_per_example(logits, t_logits, self._temperature)
         if "grad_beta" in active:
-            terms["grad_at_loss"] = input_gradient_distance(jacobian, t_jacobian)
+            per_example["grad_at_loss"] = input_gradient_distance_per_example(
+                jacobian, t_jacobian
+            )
         flipped_logits = None
         if "symmetry_beta" in active:
             flipped_logits, _, _, flipped = self._run(
-                self._taps.student, x, y, sample_weight, training, True, True
+                self._taps.student, x, y, None, training, True, True
             )
-            terms["symmetry_loss"] = input_gradient_distance(jacobian, flipped)
+            per_example["symmetry_loss"] = input_gradient_distance_per_example(jacobian, flipped)
         if "input_grad_penalty" in active:
-            terms["input_grad_loss"] = input_gradient_distance(jacobian)
+            per_example["input_grad_loss"] = input_gradient_distance_per_example(jacobian)
         if "symmetry_output_beta" in active:
             if flipped_logits is None:  # eq. 6 off: a forward pass on flip(x), no inner tape
                 flipped_logits, *_ = self._run(
-                    self._taps.student, x, y, sample_weight, training, False, True
+                    self._taps.student, x, y, None, training, False, True
                 )
-            terms["symmetry_output_loss"] = symmetry_output_loss(logits, flipped_logits)
+            per_example["symmetry_output_loss"] = symmetry_output_loss_per_example(
+                logits, flipped_logits
+            )
+        for name, values in per_example.items():
+            terms[name] = weighted_mean(values, weights)
         return logits, terms
 
     def _total(self, terms):

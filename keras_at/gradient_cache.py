@@ -22,7 +22,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_at import data
-from keras_at.checks import check_batch, check_per_example_loss, per_example_weights
+from keras_at.checks import check_batch, check_per_example_loss
 from keras_at.data.pipeline import check_batch_size
 
 
@@ -38,8 +38,8 @@ class TeacherGradientCache:
 
         J_T is d/dx of the teacher's summed per-example task loss (the compiled loss), in
         inference mode: a fixed function of `(x, y)`. Given back as `((x, J_T), y)`, the step
-        reads it instead of running the teacher's forward and backward pass. With sample
-        weights, the step scales each example's J_T by its weight, as its own J_T would be.
+        reads it instead of running the teacher's forward and backward pass. Sample weights
+        weigh each example's term, not J_T, in the step as here.
 
         Args:
             x: `(N, H, W, C)` floating-point images, as the networks see them.
@@ -131,12 +131,11 @@ class TeacherGradientCache:
         return data.with_teacher_gradients(x, y, gradients, flipped, batch_size, shuffle, seed)
 
 
-def step_gradients(cached, sample_weight, loss) -> tf.Tensor:
-    """The step's J_T from a cached one: the gradient of the weighted sum of per-example losses.
+def step_gradients(cached, loss) -> tf.Tensor:
+    """The step's J_T from a cached one, checked: the gradient of the summed per-example losses.
 
-    With the batch-averaged task loss `check_per_example_loss` demands, an example's J_T under
-    sample weights is its unweighted J_T times its weight.
+    Sample weights do not scale it: the step weighs each example's distance `||J_S - J_T||²`
+    by the example's weight, as for every other term.
     """
     check_per_example_loss(loss)
-    cached = tf.cast(cached, tf.float32)
-    return cached if sample_weight is None else cached * per_example_weights(sample_weight)
+    return tf.cast(cached, tf.float32)

@@ -11,14 +11,57 @@
 
 Every function returns a float32 scalar averaged over the batch, so the
 `Distiller` adds `weight * loss` for each term and the weights mean the same
-whatever the batch size.
+whatever the batch size. Each is the batch mean of its `*_per_example`
+variant, a `(B,)` vector that the `Distiller` averages with the sample
+weights (`weighted_mean`).
 """
 
 from __future__ import annotations
 
+import keras
 from keras import ops
 
 from keras_at.attention import l2_normalize_flat, normalized_attention, resize_maps
+from keras_at.weights import check_temperature
+
+
+def _same_batch(student, teacher, name: str):
+    """`teacher`, after checking it has the student's batch size: statically, else in the graph."""
+    b_s, b_t = student.shape[0], teacher.shape[0]
+    if b_s is not None and b_t is not None:
+        if b_s != b_t:
+            raise ValueError(
+                f"{name} compares example by example, but the student's tensor has batch size "
+                f"{b_s} and the teacher's {b_t}; give both networks' outputs for the same batch."
+            )
+        return teacher
+    if keras.backend.backend() != "tensorflow":
+        return teacher
+    import tensorflow as tf
+
+    # Unknown while tracing: a check that runs before the comparison, naming both sizes.
+    check = tf.debugging.assert_equal(
+        tf.shape(student)[0], tf.shape(teacher)[0],
+        message=f"{name}: the student's and the teacher's batch sizes (x, y below) differ",
+    )
+    with tf.control_dependencies([check]):
+        return tf.identity(teacher)
+
+
+def weighted_mean(values, sample_weight=None):
+    """`sum_b w_b * values_b / B`: Keras's "sum_over_batch_size" reduction of a weighted loss.
+
+    As for Keras's task loss, examples of weight 0 still count in B, so a term and the task
+    loss weigh each example alike.
+
+    Args:
+        values: `(B,)` per-example losses.
+        sample_weight: `(B,)` weights, or None for the plain mean.
+    """
+    if sample_weight is None:
+        return ops.mean(values)
+    weighted = values * ops.cast(sample_weight, values.dtype)
+    return ops.sum(weighted) / ops.cast(ops.shape(values)[0], values.dtype)
 
 
 def at_loss(student_features, teacher_features, p: float = 2, reduction: str = "sum"):
@@ -48,10 +91,17 @@ def at_loss(student_features, teacher_features, p: float = 2, reduction: str = "
     >>> float(keras_at.at_loss(s, s))
     0.0
     """
+    return ops.mean(at_loss_per_example(student_features, teacher_features, p, reduction))
+
+
+def at_loss_per_example(student_features, teacher_features, p: float = 2,
+                        reduction: str = "sum"):
+    """`at_loss` of each example, shape `(B,)`: the mean over positions only."""
+    teacher_features = _same_batch(student_features, teacher_features, "at_loss")
     size = tuple(student_features.shape[1:3])
     q_s = normalized_attention(student_features, p=p, reduction=reduction)
     q_t = normalized_attention(teacher_features, p=p, reduction=reduction, size=size)
-    return ops.mean(ops.square(q_s - q_t))
+    return ops.mean(ops.square(q_s - q_t), axis=-1)
 
 
 def kd_loss(student_logits, teacher_logits, temperature: float = 4.0):
@@ -76,13 +126,16 @@ def kd_loss(student_logits, teacher_logits, temperature: float = 4.0):
     >>> round(float(keras_at.kd_loss(z, z)), 6)
     0.0
     """
-    if not temperature > 0:
-        raise ValueError(f"`temperature` must be > 0, got {temperature!r}.")
-    t = float(temperature)
+    temperature = check_temperature(temperature)
+    return ops.mean(kd_loss_per_example(student_logits, teacher_logits, temperature))
+
+
+def kd_loss_per_example(student_logits, teacher_logits, temperature=4.0):
+    """`kd_loss` of each example, shape `(B,)`; `temperature` may be a tensor or variable."""
+    t = ops.cast(temperature, "float32")
     log_p_s = ops.log_softmax(ops.cast(student_logits, "float32") / t, axis=-1)
     log_p_t = ops.log_softmax(ops.cast(teacher_logits, "float32") / t, axis=-1)
-    kl = ops.sum(ops.exp(log_p_t) * (log_p_t - log_p_s), axis=-1)
-    return (t * t) * ops.mean(kl)
+    return (t * t) * ops.sum(ops.exp(log_p_t) * (log_p_t - log_p_s), axis=-1)
 
 
 def hint_loss(student_features, teacher_features):
@@ -102,16 +155,22 @@ def hint_loss(student_features, teacher_features):
     Returns:
         A float32 scalar.
     """
+    return ops.mean(hint_loss_per_example(student_features, teacher_features))
+
+
+def hint_loss_per_example(student_features, teacher_features):
+    """`hint_loss` of each example, shape `(B,)`."""
     if student_features.shape[-1] != teacher_features.shape[-1]:
         raise ValueError(
             "hint_loss needs equal channel counts, got student "
             f"{student_features.shape[-1]} and teacher {teacher_features.shape[-1]}; "
             "use a 1x1 convolution adapter on the student side."
         )
+    teacher_features = _same_batch(student_features, teacher_features, "hint_loss")
     size = tuple(student_features.shape[1:3])
     s = l2_normalize_flat(ops.cast(student_features, "float32"))
     t = l2_normalize_flat(resize_maps(ops.cast(teacher_features, "float32"), size))
-    return ops.mean(ops.square(s - t))
+    return ops.mean(ops.square(s - t), axis=-1)
 
 
 def input_gradient_distance(gradient, other=None):
@@ -132,11 +191,16 @@ def input_gradient_distance(gradient, other=None):
     Returns:
         A float32 scalar.
     """
+    return ops.mean(input_gradient_distance_per_example(gradient, other))
+
+
+def input_gradient_distance_per_example(gradient, other=None):
+    """`input_gradient_distance` of each example, `0.5 * ||J_b - J'_b||²`, shape `(B,)`."""
     diff = ops.cast(gradient, "float32")
     if other is not None:
         diff = diff - ops.cast(other, "float32")
     flat = ops.reshape(diff, (ops.shape(diff)[0], -1))
-    return 0.5 * ops.mean(ops.sum(ops.square(flat), axis=-1))
+    return 0.5 * ops.sum(ops.square(flat), axis=-1)
 
 
 def symmetry_output_loss(logits, flipped_logits):
@@ -159,4 +223,9 @@ def symmetry_output_loss(logits, flipped_logits):
     Returns:
         A float32 scalar, zero for a flip-invariant network.
     """
-    return input_gradient_distance(logits, flipped_logits)
+    return ops.mean(symmetry_output_loss_per_example(logits, flipped_logits))
+
+
+def symmetry_output_loss_per_example(logits, flipped_logits):
+    """`symmetry_output_loss` of each example, shape `(B,)`."""
+    return input_gradient_distance_per_example(logits, flipped_logits)

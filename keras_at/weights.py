@@ -1,5 +1,9 @@
 """The Distiller's loss weights: names, the term each multiplies, and their validation.
 
+The KD temperature is validated here too: like the weights, it is a live variable of the
+Distiller, and a value is refused alike at construction and at assignment (booleans and
+strings are not numbers, even where `float()` would read them).
+
 Each weight is held by the Distiller as a non-trainable `keras.Variable` and
 exposed as a plain attribute (`distiller.beta = 500.0`): the compiled step
 reads the variable, so a new value takes effect at the next step without
@@ -12,6 +16,7 @@ from __future__ import annotations
 import math
 
 import keras
+import numpy as np
 
 # Loss weights, in the order of the Distiller's arguments.
 WEIGHTS = ("beta", "alpha", "hint_beta", "grad_beta", "symmetry_beta", "input_grad_penalty",
@@ -32,18 +37,32 @@ GRADIENT_WEIGHTS = ("grad_beta", "symmetry_beta", "input_grad_penalty")
 PAIR_WEIGHTS = ("beta", "hint_beta")
 
 
+def _number(name: str, value) -> float:
+    """`value` as a float; booleans and strings are refused, not read as 1.0 or parsed."""
+    if isinstance(value, (bool, np.bool_, str, bytes)):
+        raise ValueError(f"`{name}` must be a number, got {value!r}.")
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"`{name}` must be a number, got {value!r}.") from None
+
+
 def check_weight(name: str, value) -> float:
     """`value` as a float, or a `ValueError` naming the weight and what was expected."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        try:
-            value = float(value)
-        except (TypeError, ValueError):
-            raise ValueError(f"`{name}` must be a number, got {value!r}.") from None
+    value = _number(name, value)
     if not math.isfinite(value) or value < 0:
         raise ValueError(f"`{name}` must be a finite number >= 0, got {value!r}.")
     if name == "alpha" and value > 1:
         raise ValueError(f"`alpha` must be in [0, 1], got {value!r}.")
-    return float(value)
+    return value
+
+
+def check_temperature(value) -> float:
+    """The KD temperature as a float, or a `ValueError`: it must be finite and > 0."""
+    value = _number("temperature", value)
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"`temperature` must be a finite number > 0, got {value!r}.")
+    return value
 
 
 def weight_property(name: str) -> property:

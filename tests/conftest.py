@@ -30,6 +30,20 @@ def tiny_net(width=4, name=None, classes=5, size=16, channels=3):
     return keras.Model(inputs, keras.layers.Dense(classes, name="head")(x), name=name)
 
 
+def plain_net(width, name):
+    """`tiny_net` without BatchNormalization: every example's output depends on it alone.
+
+    For comparisons that split a batch (sample weights, replicas), which batch statistics
+    would mix.
+    """
+    inputs = keras.Input((16, 16, 3))
+    x = keras.layers.Conv2D(width, 3, padding="same", activation="relu", name="group0")(inputs)
+    x = keras.layers.Conv2D(2 * width, 3, strides=2, padding="same", activation="relu",
+                            name="group1")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, keras.layers.Dense(5)(x), name=name)
+
+
 @pytest.fixture
 def tiny_pair():
     return tiny_net(4, "student"), tiny_net(8, "teacher")

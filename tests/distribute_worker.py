@@ -2,7 +2,8 @@
 
 Prints one JSON line: evaluate() logs on one device and under MirroredStrategy over two, and
 the student's weights after one identical SGD step in both settings; with gradient AT on, also
-the two-device run fed the teacher's input gradients precomputed (`teacher_input_gradients`).
+the two-device run fed the teacher's input gradients precomputed (`teacher_input_gradients`);
+and both settings again with sample weights, a quarter of them zero.
 """
 
 import json
@@ -17,18 +18,9 @@ tf.config.set_logical_device_configuration(_cpu, [tf.config.LogicalDeviceConfigu
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
+from conftest import plain_net as net  # noqa: E402  (no BN: replicas' statistics would differ)
 
 import keras_at  # noqa: E402
-
-
-def net(width, name):
-    # No BatchNormalization: per-replica batch statistics would differ from one device's.
-    inputs = keras.Input((16, 16, 3))
-    x = keras.layers.Conv2D(width, 3, padding="same", activation="relu", name="group0")(inputs)
-    x = keras.layers.Conv2D(2 * width, 3, strides=2, padding="same", activation="relu",
-                            name="group1")(x)
-    x = keras.layers.GlobalAveragePooling2D()(x)
-    return keras.Model(inputs, keras.layers.Dense(5)(x), name=name)
 
 
 def make(weights):
@@ -39,12 +31,14 @@ def make(weights):
     return distiller
 
 
-def run(strategy, weights, x, y, cached=False):
+def run(strategy, weights, x, y, cached=False, sample_weight=None):
     with strategy.scope():
         distiller = make(weights)
     inputs = (x, distiller.teacher_input_gradients(x, y)) if cached else x
-    logs = distiller.evaluate(inputs, y, batch_size=32, verbose=0, return_dict=True)
-    distiller.fit(inputs, y, batch_size=32, epochs=1, shuffle=False, verbose=0)
+    logs = distiller.evaluate(inputs, y, sample_weight=sample_weight, batch_size=32, verbose=0,
+                              return_dict=True)
+    distiller.fit(inputs, y, sample_weight=sample_weight, batch_size=32, epochs=1,
+                  shuffle=False, verbose=0)
     return logs, [w.tolist() for w in distiller.student.get_weights()]
 
 
@@ -60,6 +54,11 @@ def main():
               "one_weights": one_weights, "two_weights": two_weights}
     if weights.get("grad_beta"):
         result["cached"], result["cached_weights"] = run(mirrored, weights, x, y, cached=True)
+    sample_weight = rng.uniform(0.5, 2.0, size=len(y)) * (rng.uniform(size=len(y)) > 0.25)
+    for key, strategy in (("weighted_one", tf.distribute.get_strategy()),
+                          ("weighted_two", mirrored)):
+        result[key], result[f"{key}_weights"] = run(strategy, weights, x, y,
+                                                    sample_weight=sample_weight)
     print(json.dumps(result))
 
 

@@ -40,6 +40,15 @@ def test_mirrored_strategy_gives_global_means_and_the_same_update():
         assert result["cached"][key] == pytest.approx(one[key], rel=1e-4), key
     for w_one, w_cached in zip(result["one_weights"], result["cached_weights"]):
         np.testing.assert_allclose(np.array(w_cached), np.array(w_one), rtol=1e-4, atol=1e-6)
+    # With sample weights (some zero): still the global weighted mean, sum(w * l) / B.
+    weighted_one, weighted_two = result["weighted_one"], result["weighted_two"]
+    assert set(weighted_one) == set(weighted_two) == set(one)
+    for key in one:
+        assert weighted_two[key] == pytest.approx(weighted_one[key], rel=1e-4), key
+        if key != "accuracy":
+            assert abs(weighted_one[key] - one[key]) > 1e-3 * abs(one[key]), key
+    for w_one, w_two in zip(result["weighted_one_weights"], result["weighted_two_weights"]):
+        np.testing.assert_allclose(np.array(w_two), np.array(w_one), rtol=1e-4, atol=1e-6)
 
 
 @pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
