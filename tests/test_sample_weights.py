@@ -10,7 +10,7 @@ import keras_at
 
 CE = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 ALL_TERMS = {"beta": 100.0, "alpha": 0.5, "hint_beta": 3.0, "grad_beta": 10.0,
-             "symmetry_beta": 1.0, "input_grad_penalty": 1.0}
+             "symmetry_beta": 1.0, "input_grad_penalty": 1.0, "symmetry_output_beta": 1.0}
 GROUPS = ("group0", "group1")
 
 
@@ -45,7 +45,8 @@ def test_examples_of_weight_zero_train_nothing_through_any_term():
     alone, alone_vars = one_step(distiller(0.1, **ALL_TERMS), x, y)
 
     assert set(weighted) == set(alone) == {"loss", "task_loss", "at_loss", "kd_loss", "hint_loss",
-                                           "grad_at_loss", "symmetry_loss", "input_grad_loss"}
+                                           "grad_at_loss", "symmetry_loss", "input_grad_loss",
+                                           "symmetry_output_loss"}
     for key, value in alone.items():
         assert weighted[key] == pytest.approx(0.5 * value, rel=1e-4), key
     assert len(weighted_vars) == 6 + 2  # two convolutions, the head, two hint adapters
