@@ -36,6 +36,9 @@ class DatasetInfo:
         mean, std: per-channel statistics on the [0, 1] scale; images are `(x - mean) / std`.
         class_names: label names in label order, or None.
         augmentation: the standard training augmentation (`augment=None` on the train split).
+        eval_scale: how images are sized when not augmented: None resizes the whole image to
+            the output size; a number `s` rescales the shorter side to `s` times the output size
+            and takes the central window (single-crop evaluation; 256/224 for image folders).
     """
 
     name: str
@@ -45,6 +48,7 @@ class DatasetInfo:
     std: tuple[float, ...]
     class_names: tuple[str, ...] | None = None
     augmentation: Augmentation | None = Augmentation()
+    eval_scale: float | None = None
 
 
 CIFAR10_CLASSES = (
