@@ -7,7 +7,7 @@ import functools
 
 import numpy as np
 
-from keras_at.data.augment import Augmentation
+from keras_at.data.augment import EVAL_SCALE, Augmentation
 
 KNOWN = ("cifar10", "cifar100", "fashion_mnist", "mnist", "digits")
 SPLITS = ("train", "test")  # of every named dataset
@@ -97,6 +97,15 @@ _INFOS = {
         augmentation=Augmentation(flip=False),
     ),
 }
+
+
+def image_info(root: str, classes: tuple[str, ...], augmentation: Augmentation) -> DatasetInfo:
+    """The metadata of images read from files (an image folder, CUB): 224x224 by default,
+    ImageNet statistics, single-crop evaluation (`augment.EVAL_SCALE`)."""
+    return DatasetInfo(
+        root, len(classes), (*FOLDER_SIZE, 3), IMAGENET_MEAN, IMAGENET_STD, classes,
+        augmentation=augmentation, eval_scale=EVAL_SCALE,
+    )
 
 
 def named_info(name: str) -> DatasetInfo:

@@ -46,16 +46,8 @@ def is_cub(root: str) -> bool:
 
 def info(root: str) -> catalog.DatasetInfo:
     """The metadata of the CUB folder `root`: its classes, ImageNet statistics, the recipe."""
-    classes = class_names(root)
-    return catalog.DatasetInfo(
-        root,
-        len(classes),
-        (*catalog.FOLDER_SIZE, 3),
-        catalog.IMAGENET_MEAN,
-        catalog.IMAGENET_STD,
-        classes,
-        augmentation=Augmentation(pad=0, scale_short=EVAL_SCALE),
-        eval_scale=EVAL_SCALE,
+    return catalog.image_info(
+        root, class_names(root), Augmentation(pad=0, scale_short=EVAL_SCALE)
     )
 
 

@@ -9,7 +9,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_at.data import catalog, cub, folders, sources, splits
-from keras_at.data.augment import EVAL_SCALE, Augmentation, centre_crop, resize
+from keras_at.data.augment import Augmentation, centre_crop, resize
 from keras_at.data.catalog import DatasetInfo
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -38,16 +38,7 @@ def info(name: str | os.PathLike, data_dir: str | os.PathLike | None = None) -> 
     if cub.is_cub(root):
         return cub.info(root)
     classes = folders.class_names(root)
-    return DatasetInfo(
-        root,
-        len(classes),
-        (*catalog.FOLDER_SIZE, 3),
-        catalog.IMAGENET_MEAN,
-        catalog.IMAGENET_STD,
-        classes,
-        augmentation=Augmentation(pad=0, crop_area=(0.08, 1.0)),
-        eval_scale=EVAL_SCALE,
-    )
+    return catalog.image_info(root, classes, Augmentation(pad=0, crop_area=(0.08, 1.0)))
 
 
 def load(
