@@ -247,17 +247,6 @@ def test_finetune_copies_pretrained_weights_by_name(tmp_path):
         assert all(same) if layer.name != "logits" else not any(same), layer.name
 
 
-def test_imagenet_mirrors_over_two_cpu_devices(image_folder, finetune_run, tmp_path):
-    teacher = finetune_run[0] / "teacher.keras"
-    result = ok(script("imagenet.py", image_folder, *RESNET_TINY, "--cpu-replicas", "2",
-                       "--transfer-start-epoch", "0", "--teacher", teacher,
-                       "--out", tmp_path / "r18"))
-    assert "2 replica(s): MirroredStrategy" in result.stdout
-    record = history(tmp_path / "r18")["student"][0]
-    assert {"at_loss", "task_loss", "test_error"} <= set(record)
-    assert (tmp_path / "r18" / "student.keras").is_file()
-
-
 # === Table 4 and Table 5 recipes: defaults, freezing, CUB, when AT switches on ===
 
 
@@ -322,16 +311,20 @@ def test_imagenet_defaults_are_table5s_and_the_transfer_start_is_a_function_of_t
         imagenet.main(["data", "--epochs", "3", "--transfer-start-epoch", "3"])
 
 
-def test_imagenet_switches_at_on_at_the_transfer_start_epoch(image_folder, tmp_path):
+def test_imagenet_mirrors_over_two_cpu_devices_and_switches_at_on_at_the_start_epoch(
+        image_folder, tmp_path):
     from keras_at import models
 
     # A freshly initialised ResNet-34 (finite features; finetune_run's teacher, trained with
     # random-init BN fixed, has exploded to NaN maps).
     teacher = tmp_path / "r34.keras"
     models.resnet(34, 2, (64, 64, 3)).save(teacher)
-    result = ok(script("imagenet.py", image_folder, *RESNET_TINY, "--epochs", "3", "--lr", "0.01",
-                       "--lr-epochs", "1,2", "--transfer-start-epoch", "2", "--limit", "8",
-                       "--test-limit", "4", "--teacher", teacher, "--out", tmp_path / "r18"))
+    result = ok(script("imagenet.py", image_folder, *RESNET_TINY, "--cpu-replicas", "2",
+                       "--epochs", "3", "--lr", "0.01", "--lr-epochs", "1,2",
+                       "--transfer-start-epoch", "2", "--limit", "8", "--test-limit", "4",
+                       "--teacher", teacher, "--out", tmp_path / "r18"))
+    assert "2 replica(s): MirroredStrategy" in result.stdout
+    assert (tmp_path / "r18" / "student.keras").is_file()
     assert "pairs [('group2', 'group2'), ('group3', 'group3')]" in result.stdout
     records = history(tmp_path / "r18")["student"]
     assert [r["lr"] for r in records] == pytest.approx([0.01, 0.001, 0.0001])
