@@ -175,18 +175,16 @@ def transfer_schedules(args) -> list:
     start = transfer_start(args)
     if not start:
         return schedules
-    then = {schedule.weight: schedule for schedule in schedules}
+    gated = [w for w in TRANSFER_WEIGHTS if getattr(args, w) > 0]
+    decays = {s.weight: s for s in schedules if getattr(s, "weight", None) in gated}
     gates = []
-    for weight in TRANSFER_WEIGHTS:
-        value = float(getattr(args, weight))
-        if value <= 0:
-            continue
-        decay = then.pop(weight, None)
+    for weight in gated:
+        value, decay = float(getattr(args, weight)), decays.get(weight)
         if isinstance(decay, BetaDecay):
             # Its base pinned to the flag: the value it would read back on resuming is 0.
             decay = BetaDecay.from_config({**decay.get_config(), "initial_value": value})
         gates.append(BetaScheduler(_gate(start, value, decay), weight=weight))
-    return gates + list(then.values())
+    return gates + [s for s in schedules if getattr(s, "weight", None) not in gated]
 
 
 def _gate(start: int, value: float, decay: BetaScheduler | None):
