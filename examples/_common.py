@@ -141,24 +141,33 @@ def add_transfer_args(parser: argparse.ArgumentParser, beta: float = 1e3,
 
 
 def add_folder_args(parser: argparse.ArgumentParser, image_size: int = 224) -> None:
-    """An image folder with split sub-folders: DIR/train/<class>/* and DIR/test/<class>/*."""
+    """An image folder with split sub-folders (DIR/train/<class>/*, DIR/test/<class>/*), or a
+    CUB-200-2011 folder (its own files: `keras_at.data.cub`)."""
     parser.add_argument("data", help="image folder: DIR/train/<class>/*.jpg and DIR/test/<class>/ "
-                        "(or DIR/val/<class>/)")
+                        "(or DIR/val/<class>/); or a CUB-200-2011 folder (images.txt, "
+                        "bounding_boxes.txt, train_test_split.txt, ...)")
     parser.add_argument("--test-split", default=None,
-                        help="the sub-folder evaluated after every epoch (default: test, else val)")
+                        help="the split evaluated after every epoch (default: test, else val)")
     parser.add_argument("--image-size", type=int, default=image_size,
-                        help="images are resized (test) or random-resized-cropped (train) to this")
+                        help="training: random crops of this size (image folders: random-resized; "
+                        "CUB: of the box rescaled to 256/224 of it); evaluation: the central "
+                        "crop after the shorter side is rescaled to 256/224 of it")
 
 
 def folder_data(args):
-    """`load_data` for `run`: (train, test) of the image folder `args.data`."""
-    split = args.test_split or next(
-        (s for s in ("test", "val") if os.path.isdir(os.path.join(args.data, s))), None)
-    if split is None or not os.path.isdir(os.path.join(args.data, "train")):
-        sys.exit(f"{args.data} needs train/ and test/ (or val/) sub-folders of class folders; "
-                 "a held-out split must not be cut from train/, whose files are in class order.")
+    """`load_data` for `run`: (train, test) of the image folder or CUB folder `args.data`."""
+    if data.cub.is_cub(args.data):
+        split = args.test_split or "test"
+    else:
+        split = args.test_split or next(
+            (s for s in ("test", "val") if os.path.isdir(os.path.join(args.data, s))), None)
+        if split is None or not os.path.isdir(os.path.join(args.data, "train")):
+            sys.exit(f"{args.data} needs train/ and test/ (or val/) sub-folders of class folders "
+                     "(or CUB-200-2011's images.txt); a held-out split must not be cut from "
+                     "train/, whose files are in class order.")
 
     def load():
+        # Without augmentation, load() evaluates the single central crop (keras_at.data.load).
         train = data.load(args.data, "train", batch_size=args.batch_size, seed=args.seed,
                           limit=args.limit, image_size=args.image_size)
         test = data.load(args.data, split, batch_size=args.batch_size, augment=False,

@@ -7,6 +7,7 @@ write `history.json` and the test error are written once, here.
 
 from __future__ import annotations
 
+import argparse
 import os
 import time
 
@@ -15,7 +16,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_at.callbacks import AttentionMapLogger
+from keras_at.callbacks import AttentionMapLogger, BetaDecay, BetaScheduler
 
 # === Optimizer ===
 
@@ -138,6 +139,63 @@ def first_images(dataset: tf.data.Dataset, count: int = 8):
     return images[:count]
 
 
+# === Transfer start: the weights are 0 before --transfer-start-epoch (Table 5) ===
+
+TRANSFER_WEIGHTS = ("beta", "alpha", "hint_beta")
+
+
+def transfer_start(args) -> int:
+    """The epoch (from 0) at whose start the transfer losses switch on; 0 for scripts without
+    `--transfer-start-epoch`."""
+    return getattr(args, "transfer_start_epoch", 0) or 0
+
+
+def before_transfer(args):
+    """`args` with every transfer weight 0 when the transfer starts later, else `args`.
+
+    A Distiller built from it pairs the layers (and checks them) at construction, but computes
+    no transfer term and never runs the teacher until `transfer_schedules` sets a weight above
+    0; the Distiller then traces that term into its step.
+    """
+    if not transfer_start(args):
+        return args
+    return argparse.Namespace(**{**vars(args), **dict.fromkeys(TRANSFER_WEIGHTS, 0.0)})
+
+
+def transfer_schedules(args) -> list:
+    """The loss-weight callbacks of the student phase.
+
+    `_common.beta_schedule(args)`, and with `--transfer-start-epoch N > 0`: every transfer weight
+    given a flag value above 0 is 0 in epochs before N and that value from epoch N on (decayed
+    by `beta_schedule`'s decay, which is a function of the epoch). Every value is a function of
+    the epoch alone, so a resumed run (whose restored weight may be the 0 held before N) gets
+    the same values as an uninterrupted one.
+    """
+    schedules = _common.beta_schedule(args)
+    start = transfer_start(args)
+    if not start:
+        return schedules
+    gated = [w for w in TRANSFER_WEIGHTS if getattr(args, w) > 0]
+    decays = {s.weight: s for s in schedules if getattr(s, "weight", None) in gated}
+    gates = []
+    for weight in gated:
+        value, decay = float(getattr(args, weight)), decays.get(weight)
+        if isinstance(decay, BetaDecay):
+            # Its base pinned to the flag: the value it would read back on resuming is 0.
+            decay = BetaDecay.from_config({**decay.get_config(), "initial_value": value})
+        gates.append(BetaScheduler(_gate(start, value, decay), weight=weight))
+    return gates + [s for s in schedules if getattr(s, "weight", None) not in gated]
+
+
+def _gate(start: int, value: float, decay: BetaScheduler | None):
+    def schedule(epoch, current):
+        if epoch < start:
+            return 0.0
+        return value if decay is None else decay.schedule(epoch, value)
+
+    return schedule
+
+
 # === The experiment: a teacher (given, or trained first), then the student ===
 
 
@@ -173,12 +231,14 @@ def run(args, script: str, load_data, make_teacher, make_student) -> dict:
         print(f"Training the student {student.name} alone.")
         _train_alone(student, "student", train, test, args, run_dir, args.epochs)
     else:
-        model = _common.distiller(student, teacher, args)
+        model = _common.distiller(student, teacher, before_transfer(args))
         print(f"Training the student {student.name} from {teacher.name}: pairs {model.pairs}, "
               f"beta={args.beta:g}, alpha={args.alpha:g}, hint_beta={args.hint_beta:g}.")
+        if transfer_start(args):
+            print(f"Transfer losses from epoch {transfer_start(args)} on (0-based; 0 before).")
         model.compile(optimizer=sgd(args, steps), metrics=["accuracy"])
         fit(model, train, test, run_dir, "student", args.epochs, args.verbose,
-            schedules=_common.beta_schedule(args), attention_images=first_images(test),
+            schedules=transfer_schedules(args), attention_images=first_images(test),
             test_every=args.test_every)
         student.save(os.path.join(run_dir, "student.keras"))
     return _finish(run_dir, "student", student, start)

@@ -1,10 +1,19 @@
-"""Table 4: ResNet-18 fine-tuned on an image folder with attention transfer from a ResNet-34.
+"""Table 4: ResNet-18 fine-tuned on CUB or an image folder with attention transfer from a ResNet-34.
 
 As in the paper (§4.2.1, CUB and MIT Scenes): both networks start from ImageNet weights; the
 batch-normalization layers are fixed (inference mode, statistics and affine frozen) and so is
-the first group of residual blocks; the ResNet-34 is fine-tuned first, then teaches the
-ResNet-18 with F_sum^2 attention losses on the last two groups (group2, group3). Paper, error %:
-CUB 28.5 alone, 27.0 with AT (teacher 26.5); Scenes 28.2 alone, 27.1 with AT (teacher 26.0).
+the first group of residual blocks, with the stem below it (see `freeze`); the ResNet-34 is
+fine-tuned first, then teaches the ResNet-18 with F_sum^2 attention losses on the last two
+groups (group2, group3). Paper, error %: CUB 28.5 alone, 27.0 with AT (teacher 26.5); Scenes
+28.2 alone, 27.1 with AT (teacher 26.0).
+
+Data: a CUB-200-2011 folder as distributed (images.txt, bounding_boxes.txt,
+train_test_split.txt, ...: `keras_at.data.cub`) is read with the paper's CUB preprocessing:
+each image cropped to its bounding box, the shorter side rescaled to 256 (256/224 of
+--image-size), a random 224 crop for training (and, our choice, a horizontal flip); evaluation
+takes the central crop (our choice: the paper does not say). Any other image folder (Scenes:
+DIR/train/<class>/, DIR/test/<class>/) trains on random-resized crops and is evaluated on a
+single central crop after the same rescale.
 
 keras_at ships no ImageNet weights and this script downloads nothing: pass --student-weights and
 --teacher-weights (.keras files of `keras_at.models.resnet(18 | 34)` with ImageNet weights, e.g.
@@ -13,10 +22,10 @@ ResNet-34 already fine-tuned). Without weights the networks start from random in
 and the script says so: the pipeline runs, the numbers are not the paper's. The paper gives no
 fine-tuning hyper-parameters; the defaults below are ours.
 
-    python examples/finetune.py CUB --student-weights r18.keras --teacher-weights r34.keras \\
-        --out runs/cub-at
-    python examples/finetune.py CUB --teacher runs/cub-at/teacher.keras --beta 0 \\
-        --student-weights r18.keras --out runs/cub-student
+    python examples/finetune.py /data/CUB_200_2011 --student-weights r18.keras \\
+        --teacher-weights r34.keras --out runs/cub-at
+    python examples/finetune.py /data/CUB_200_2011 --teacher runs/cub-at/teacher.keras \\
+        --beta 0 --student-weights r18.keras --out runs/cub-student
 """
 
 from __future__ import annotations
@@ -82,6 +91,14 @@ def freeze(model: keras.Model, frozen_group: str, train_bn: bool = False) -> ker
     """Fixes every layer up to the end of `frozen_group`, and every BatchNormalization layer.
 
     A frozen Keras BatchNormalization runs in inference mode, with its pretrained statistics.
+
+    "Up to" includes the stem (conv0, bn0) below group0. The paper names only BN and "the first
+    group of residual blocks", and the authors published no fine-tuning code; this is our
+    reading. Freezing group0 while the stem below it trains would make no sense: the stem would
+    change group0's input while group0 cannot adapt to it, and the point of freezing the first
+    layers (generic ImageNet features kept on ~5K images; no backward pass below group1) is
+    lost. Fine-tuning code freezes from the input up (torchvision's `trainable_layers`,
+    Detectron's `FREEZE_AT`: freezing the first stage freezes the stem too).
     """
     names = [layer.name for layer in model.layers]
     if frozen_group and frozen_group not in names:

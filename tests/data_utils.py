@@ -86,3 +86,40 @@ def tar_cifar(directory, name="cifar10") -> str:
     with tarfile.open(path, "w:gz") as tar:
         tar.add(os.path.join(directory, folder), arcname=folder)
     return path
+
+
+CUB_CLASSES = ("001.Red_bird", "002.Green_bird", "003.Blue_bird")
+CUB_COLOURS = ((200, 0, 0), (0, 200, 0), (0, 0, 200))
+# image id: (class id, 1 = train, image (width, height), box (x, y, width, height))
+CUB_IMAGES = {
+    1: (2, 1, (40, 30), (5, 4, 20, 12)),
+    2: (1, 0, (36, 48), (20, 30, 10, 14)),
+    3: (3, 1, (50, 40), (30, 2, 16, 30)),
+    4: (1, 1, (44, 44), (0, 0, 12, 20)),
+    5: (3, 0, (30, 30), (10, 10, 18, 8)),
+    6: (2, 0, (60, 20), (40, 5, 14, 12)),
+    7: (1, 1, (32, 32), (8, 8, 16, 16)),
+}
+
+
+def write_cub(root):
+    """A CUB-200-2011 folder in the dataset's own format: every image grey with its bounding box
+    filled by its class colour (train images) or half that colour (test images)."""
+    from PIL import Image
+
+    lines = {name: [] for name in ("images", "image_class_labels", "bounding_boxes",
+                                   "train_test_split")}
+    for image_id, (class_id, train, (width, height), (x, y, w, h)) in CUB_IMAGES.items():
+        name = f"{CUB_CLASSES[class_id - 1]}/img_{image_id:03d}.jpg"
+        image = np.full((height, width, 3), 90, np.uint8)
+        image[y : y + h, x : x + w] = np.multiply(CUB_COLOURS[class_id - 1], 1 if train else 0.5)
+        (root / "images" / CUB_CLASSES[class_id - 1]).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(image).save(root / "images" / name, quality=100, subsampling=0)
+        lines["images"].append(f"{image_id} {name}")
+        lines["image_class_labels"].append(f"{image_id} {class_id}")
+        lines["bounding_boxes"].append(f"{image_id} {x:.1f} {y:.1f} {w:.1f} {h:.1f}")
+        lines["train_test_split"].append(f"{image_id} {train}")
+    lines["classes"] = [f"{i} {name}" for i, name in enumerate(CUB_CLASSES, start=1)]
+    for name, rows in lines.items():
+        (root / f"{name}.txt").write_text("\n".join(rows) + "\n")
+    return root

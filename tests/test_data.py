@@ -13,12 +13,21 @@ import warnings
 import numpy as np
 import pytest
 import tensorflow as tf
-from data_utils import tar_cifar, write_cifar, write_mnist_like
+from data_utils import (
+    CUB_CLASSES,
+    CUB_COLOURS,
+    CUB_IMAGES,
+    tar_cifar,
+    write_cifar,
+    write_cub,
+    write_mnist_like,
+)
 from PIL import Image
 from sklearn.datasets import load_digits
 
 from keras_at import data
 from keras_at.data import Augmentation, splits
+from keras_at.data.augment import cover
 
 DEBIAN = "/usr/share/datasets/fashion-mnist"
 
@@ -362,6 +371,119 @@ def test_image_folder_holdout_slices_are_stratified(tmp_path):
     np.testing.assert_array_equal(counts["train[:75%]"], [3, 6, 21])
     _, labels = collect(data.load(tmp_path / "zoo", limit=10, image_size=4, shuffle=False))
     assert set(labels) == {0, 1, 2}
+
+
+# === Evaluation transform and CUB-200-2011 ===
+
+
+def test_image_folder_evaluation_is_short_side_256_then_centre_crop_224(tmp_path):
+    """A 300x200 (width x height) image: shorter side 200 -> 256 (so 384x256), then the central
+    224x224 window, rows 16..240 and columns 80..304 of the rescaled image; not a squash."""
+    rows, cols = np.mgrid[0:200, 0:300]
+    image = np.stack([cols * 0.8, rows * 1.2, np.full_like(cols, 90)], -1)  # linear ramps
+    for split in ("train", "test"):
+        for cls in ("a", "b"):
+            _save(tmp_path / "ds" / split / cls / "0.png", 0, (1, 1))
+            Image.fromarray(np.round(image).astype(np.uint8)).save(
+                tmp_path / "ds" / split / cls / "0.png")
+    for split, augment in (("test", None), ("train", False)):
+        images, _ = collect(data.load(tmp_path / "ds", split, augment=augment, shuffle=False))
+        assert images.shape == (2, 224, 224, 3)
+        restored = pixels(images[0], str(tmp_path / "ds"))
+        # Output pixel (i, j) samples source pixel ((i + 16 + 0.5) / 1.28 - 0.5) etc.
+        i = np.arange(224)
+        source_rows = (i + 16 + 0.5) / 1.28 - 0.5
+        source_cols = (i + 80 + 0.5) / 1.28 - 0.5
+        np.testing.assert_allclose(restored[:, 100, 1], source_rows * 1.2, atol=1.0)
+        np.testing.assert_allclose(restored[100, :, 0], source_cols * 0.8, atol=1.0)
+        np.testing.assert_allclose(restored[..., 2], 90, atol=1.0)
+    # Other sizes in proportion: shorter side round(256 / 224 * 32) = 37, so 56x37 (300 * 0.185
+    # = 55.5 rounds to 56), and the 32x32 window starts at row 2, column 12.
+    images, _ = collect(data.load(tmp_path / "ds", "test", image_size=32, shuffle=False))
+    corner = pixels(images[0], str(tmp_path / "ds"))[0, 0, :2]
+    np.testing.assert_allclose(corner, [((12 + 0.5) * 300 / 56 - 0.5) * 0.8,
+                                        ((2 + 0.5) * 200 / 37 - 0.5) * 1.2], atol=0.5)
+
+
+def test_scale_short_augmentation_is_a_window_of_the_rescaled_image():
+    image = np.random.default_rng(0).integers(0, 256, (20, 30, 3), dtype=np.uint8)
+    aug = Augmentation(pad=0, scale_short=256 / 224, flip=False)
+    covered = cover(tf.constant(image), (8, 8), 256 / 224).numpy()
+    assert covered.shape == (9, 14, 3)  # shorter side round(256 / 224 * 8) = 9
+    windows = np.stack([covered[t : t + 8, c : c + 8] for t in range(2) for c in range(7)])
+    found = set()
+    for seed in range(12):
+        out = aug(tf.constant(image), tf.constant([seed, 1]), (8, 8)).numpy()
+        match = np.flatnonzero(np.abs(windows - out).reshape(14, -1).max(1) < 1e-4)
+        assert len(match) >= 1
+        found.add(int(match[0]))
+    assert len(found) > 1  # random windows, not always the same one
+    with pytest.raises(ValueError, match="scale_short"):
+        Augmentation(scale_short=0.5)
+
+
+def test_cub_crops_bounding_boxes_with_splits_and_labels_from_its_files(tmp_path):
+    root = write_cub(tmp_path / "CUB_200_2011")
+    info = data.info(root)
+    assert info.num_classes == 3 and info.class_names == CUB_CLASSES
+    assert info.augmentation == Augmentation(pad=0, scale_short=256 / 224)
+    expected_counts = {"train": 4, "test": 3}
+    for split, shade in (("train", 1.0), ("test", 0.5)):
+        for augment in (None, True):
+            dataset = data.load("CUB_200_2011", split, data_dir=tmp_path, image_size=16,
+                                augment=augment, seed=0, batch_size=8)
+            images, labels = collect(dataset)
+            assert images.shape == (expected_counts[split], 16, 16, 3)
+            restored = pixels(images, str(root))
+            for image, label in zip(restored, labels, strict=True):
+                # Only the box is left: every pixel has the colour of the image's own label (the
+                # grey 90 around the box would be 90 away; JPEG rings a few levels at its edges).
+                error = np.abs(image - np.multiply(CUB_COLOURS[label], shade))
+                assert error.max() < 15 and error.mean() < 2, (split, label, error.max())
+        ids = [i for i, (_, train, _, _) in CUB_IMAGES.items() if train == (split == "train")]
+        assert sorted(labels) == sorted(CUB_IMAGES[i][0] - 1 for i in ids)  # 1-based -> 0-based
+    _, labels = collect(data.load(root, "test", shuffle=False, image_size=8))
+    np.testing.assert_array_equal(labels, [0, 1, 2])  # stratified: the classes interleaved
+
+
+def test_cub_missing_or_corrupt_files_are_named(tmp_path):
+    root = write_cub(tmp_path / "cub")
+    good = {name: (root / name).read_text() for name in os.listdir(root) if name.endswith("txt")}
+
+    def broken(name, text):
+        for other, content in good.items():
+            (root / other).write_text(content)
+        if text is None:
+            (root / name).unlink()
+        else:
+            (root / name).write_text(text)
+
+    broken("bounding_boxes.txt", None)
+    with pytest.raises(ValueError, match="no bounding_boxes.txt"):
+        data.load(root)
+    broken("image_class_labels.txt", good["image_class_labels.txt"].replace("3 3", "3 three"))
+    with pytest.raises(ValueError, match=r"image_class_labels.txt line 3: 'three'"):
+        data.load(root)
+    broken("image_class_labels.txt", good["image_class_labels.txt"].replace("3 3", "3 4"))
+    with pytest.raises(ValueError, match="image 3 has class 4"):
+        data.load(root)
+    broken("train_test_split.txt", good["train_test_split.txt"].replace("5 0\n", ""))
+    with pytest.raises(ValueError, match="train_test_split.txt has no line for image 5"):
+        data.load(root, "test")
+    broken("classes.txt", good["classes.txt"].replace("2 002", "5 002"))
+    with pytest.raises(ValueError, match="classes.txt must list class ids"):
+        data.info(root)
+    broken("images.txt", good["images.txt"])
+    missing = root / "images" / CUB_CLASSES[0] / "img_002.jpg"
+    missing.unlink()
+    with pytest.raises(ValueError, match="img_002.jpg, which does not exist"):
+        data.load(root, "test")
+    missing.write_bytes(b"\xff\xd8 not a jpeg")
+    with pytest.warns(UserWarning, match="img_002.jpg"):
+        _, labels = collect(data.load(root, "test", image_size=8))
+    assert sorted(labels) == [1, 2]
+    with pytest.raises(ValueError, match="splits"):
+        data.load(root, "val")
 
 
 # === Augmentation ===

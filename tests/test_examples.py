@@ -275,6 +275,8 @@ def finetune_run(image_folder, tmp_path_factory):
 def test_finetune_fine_tunes_teacher_then_at_student_with_frozen_layers(finetune_run):
     import keras
 
+    import keras_at.models  # noqa: F401  (registers BatchNorm for load_model, run alone too)
+
     run_dir, stdout = finetune_run
     assert "random initialisation" in stdout  # no ImageNet weights offline, and it says so
     h = history(run_dir)
@@ -303,11 +305,92 @@ def test_finetune_copies_pretrained_weights_by_name(tmp_path):
         assert all(same) if layer.name != "logits" else not any(same), layer.name
 
 
-def test_imagenet_mirrors_over_two_cpu_devices(image_folder, finetune_run, tmp_path):
-    teacher = finetune_run[0] / "teacher.keras"
+# === Table 4 and Table 5 recipes: defaults, freezing, CUB, when AT switches on ===
+
+
+def test_finetune_recipe_freezes_stem_group0_and_bn_and_pairs_the_last_two_groups():
+    finetune = example("finetune")
+    from keras_at import models
+
+    args = finetune.parser().parse_args(["data"])
+    assert args.frozen_group == "group0" and not args.train_bn
+    assert args.pairs == [("group2", "group2"), ("group3", "group3")] and args.beta == 1e3
+    model = finetune.freeze(models.resnet(18, 3, (32, 32, 3)), "group0")
+    trainable = {layer.name for layer in model.layers if layer.trainable and layer.weights}
+    frozen = {layer.name for layer in model.layers if not layer.trainable and layer.weights}
+    assert {"conv1_conv", "conv1_bn", "v2_stack_0_block1_1_conv"} <= frozen  # stem and group0
+    assert {"v2_stack_1_block1_1_conv", "v2_stack_3_block2_2_conv", "logits"} <= trainable
+    assert not any(name.endswith("_bn") for name in trainable)  # every BN fixed
+
+
+def test_finetune_reads_cub_with_box_crops_and_central_evaluation_crop(tmp_path):
+    from data_utils import CUB_COLOURS, write_cub
+
+    from keras_at import data
+
+    finetune, common = example("finetune"), example("_common")
+    root = write_cub(tmp_path / "CUB_200_2011")
+    args = finetune.parser().parse_args([str(root), "--image-size", "16", "--batch-size", "8"])
+    train, test = common.folder_data(args)()
+    info = data.info(root)
+    for dataset, count, shade in ((train, 4, 1.0), (test, 3, 0.5)):
+        images, labels = next(iter(dataset))
+        assert images.shape == (count, 16, 16, 3)
+        restored = (images.numpy() * np.asarray(info.std) + np.asarray(info.mean)) * 255
+        colours = np.multiply(np.asarray(CUB_COLOURS)[labels.numpy()], shade)[:, None, None]
+        assert np.abs(restored - colours).mean() < 2  # the box only, of each label's colour
+
+
+def test_imagenet_defaults_are_table5s_and_the_transfer_start_is_a_function_of_the_epoch():
+    imagenet, training = example("imagenet"), example("_training")
+    args = imagenet.parser().parse_args(["data"])
+    assert (args.epochs, args.lr_epochs, args.lr, args.lr_decay) == (100, (30, 60, 90), 0.1, 0.1)
+    assert (args.batch_size, args.weight_decay, args.momentum) == (256, 1e-4, 0.9)
+    assert args.transfer_start_epoch == 60 and args.beta == 1e3 and args.alpha == 0
+    assert args.pairs == [("group2", "group2"), ("group3", "group3")]
+    assert imagenet.parser().parse_args(["data", "--pairs", "auto"]).pairs == "auto"
+    assert training.before_transfer(args).beta == 0 and args.beta == 1e3
+
+    [gate] = training.transfer_schedules(args)
+    # Whatever value a resumed run restores (0 before the start, 1e3 after), the same schedule.
+    for current in (0.0, 1e3, 7.0):
+        values = [gate.schedule(epoch, current) for epoch in range(100)]
+        assert values == [0.0] * 60 + [1e3] * 40
+    # With KD (beta decayed x0.2 at the learning-rate epochs) both weights wait for epoch 60.
+    kd = imagenet.parser().parse_args(["data", "--alpha", "0.9"])
+    gates = {g.weight: g for g in training.transfer_schedules(kd)}
+    assert gates["beta"].schedule(59, 0.0) == 0 and gates["alpha"].schedule(59, 0.0) == 0
+    assert gates["beta"].schedule(60, 0.0) == pytest.approx(1e3 * 0.2**2)
+    assert gates["beta"].schedule(95, 0.0) == pytest.approx(1e3 * 0.2**3)
+    assert gates["alpha"].schedule(60, 0.0) == 0.9
+    assert training.transfer_schedules(
+        imagenet.parser().parse_args(["data", "--transfer-start-epoch", "0"])) == []
+    with pytest.raises(SystemExit):
+        imagenet.main(["data", "--epochs", "3", "--transfer-start-epoch", "3"])
+
+
+def test_imagenet_mirrors_over_two_cpu_devices_and_switches_at_on_at_the_start_epoch(
+        image_folder, tmp_path):
+    from keras_at import models
+
+    # A freshly initialised ResNet-34 (finite features; finetune_run's teacher, trained with
+    # random-init BN fixed, has exploded to NaN maps).
+    teacher = tmp_path / "r34.keras"
+    models.resnet(34, 2, (64, 64, 3)).save(teacher)
     result = ok(script("imagenet.py", image_folder, *RESNET_TINY, "--cpu-replicas", "2",
+                       "--epochs", "3", "--lr", "0.01", "--lr-epochs", "1,2",
+                       "--transfer-start-epoch", "2", "--limit", "8", "--test-limit", "4",
                        "--teacher", teacher, "--out", tmp_path / "r18"))
     assert "2 replica(s): MirroredStrategy" in result.stdout
-    record = history(tmp_path / "r18")["student"][0]
-    assert {"at_loss", "task_loss", "test_error"} <= set(record)
     assert (tmp_path / "r18" / "student.keras").is_file()
+    assert "pairs [('group2', 'group2'), ('group3', 'group3')]" in result.stdout
+    records = history(tmp_path / "r18")["student"]
+    assert [r["lr"] for r in records] == pytest.approx([0.01, 0.001, 0.0001])
+    assert [r["beta"] for r in records] == [0.0, 0.0, 1e3]
+    # Off before the start (not even computed), then traced into the step and minimised.
+    assert "at_loss" not in records[0] and "at_loss" not in records[1]
+    assert records[2]["at_loss"] > 0
+    # loss = task_loss + the models' L2 penalty (+ beta * at_loss from the start epoch on).
+    penalty = [r["loss"] - r["task_loss"] for r in records]
+    assert penalty[0] == pytest.approx(penalty[1], rel=0.01)
+    assert penalty[2] - penalty[1] == pytest.approx(1e3 * records[2]["at_loss"], rel=0.01)

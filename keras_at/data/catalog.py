@@ -7,7 +7,7 @@ import functools
 
 import numpy as np
 
-from keras_at.data.augment import Augmentation
+from keras_at.data.augment import EVAL_SCALE, Augmentation
 
 KNOWN = ("cifar10", "cifar100", "fashion_mnist", "mnist", "digits")
 SPLITS = ("train", "test")  # of every named dataset
@@ -36,6 +36,9 @@ class DatasetInfo:
         mean, std: per-channel statistics on the [0, 1] scale; images are `(x - mean) / std`.
         class_names: label names in label order, or None.
         augmentation: the standard training augmentation (`augment=None` on the train split).
+        eval_scale: how images are sized when not augmented: None resizes the whole image to
+            the output size; a number `s` rescales the shorter side to `s` times the output size
+            and takes the central window (single-crop evaluation; 256/224 for image folders).
     """
 
     name: str
@@ -45,6 +48,7 @@ class DatasetInfo:
     std: tuple[float, ...]
     class_names: tuple[str, ...] | None = None
     augmentation: Augmentation | None = Augmentation()
+    eval_scale: float | None = None
 
 
 CIFAR10_CLASSES = (
@@ -93,6 +97,15 @@ _INFOS = {
         augmentation=Augmentation(flip=False),
     ),
 }
+
+
+def image_info(root: str, classes: tuple[str, ...], augmentation: Augmentation) -> DatasetInfo:
+    """The metadata of images read from files (an image folder, CUB): 224x224 by default,
+    ImageNet statistics, single-crop evaluation (`augment.EVAL_SCALE`)."""
+    return DatasetInfo(
+        root, len(classes), (*FOLDER_SIZE, 3), IMAGENET_MEAN, IMAGENET_STD, classes,
+        augmentation=augmentation, eval_scale=EVAL_SCALE,
+    )
 
 
 def named_info(name: str) -> DatasetInfo:

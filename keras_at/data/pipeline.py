@@ -8,8 +8,8 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import tensorflow as tf
 
-from keras_at.data import catalog, folders, sources, splits
-from keras_at.data.augment import Augmentation, resize
+from keras_at.data import catalog, cub, folders, sources, splits
+from keras_at.data.augment import Augmentation, centre_crop, resize
 from keras_at.data.catalog import DatasetInfo
 
 AUTOTUNE = tf.data.AUTOTUNE
@@ -19,7 +19,8 @@ def info(name: str | os.PathLike, data_dir: str | os.PathLike | None = None) -> 
     """Metadata of a dataset: classes, native image shape, normalisation, augmentation.
 
     Named datasets need no files for this. An image folder (`name` a path, or a folder name
-    inside `data_dir`) is scanned for its class sub-folders.
+    inside `data_dir`) is scanned for its class sub-folders; a CUB-200-2011 folder (one holding
+    `images.txt`, see `keras_at.data.cub`) is read from `classes.txt`.
 
     Example:
         >>> info("cifar10").num_classes, info("cifar10").image_shape
@@ -32,18 +33,12 @@ def info(name: str | os.PathLike, data_dir: str | os.PathLike | None = None) -> 
         where = f" (nor a folder {os.path.join(data_dir, name)})" if data_dir is not None else ""
         raise ValueError(
             f"Unknown dataset {name!r}{where}: expected one of {list(catalog.KNOWN)} "
-            "or a path to a folder of class sub-folders."
+            "or a path to a folder of class sub-folders (or a CUB-200-2011 folder)."
         )
+    if cub.is_cub(root):
+        return cub.info(root)
     classes = folders.class_names(root)
-    return DatasetInfo(
-        root,
-        len(classes),
-        (*catalog.FOLDER_SIZE, 3),
-        catalog.IMAGENET_MEAN,
-        catalog.IMAGENET_STD,
-        classes,
-        augmentation=Augmentation(pad=0, crop_area=(0.08, 1.0)),
-    )
+    return catalog.image_info(root, classes, Augmentation(pad=0, crop_area=(0.08, 1.0)))
 
 
 def load(
@@ -64,23 +59,27 @@ def load(
 
     Args:
         name: `"cifar10"`, `"cifar100"`, `"fashion_mnist"`, `"mnist"`, `"digits"`
-            (scikit-learn's 8x8 digits upsampled to 32x32; works offline) or a path to a folder
-            of class sub-folders (see `keras_at.data.folders`).
+            (scikit-learn's 8x8 digits upsampled to 32x32; works offline), a path to a folder
+            of class sub-folders (see `keras_at.data.folders`) or a CUB-200-2011 folder (see
+            `keras_at.data.cub`).
         split: `"train"`, `"test"` (image folders: their split sub-folders) or a TFDS slicing
             string such as `"train[:90%]"`, `"train[45000:]"` or `"train[:10%]+test"`.
         batch_size: examples per batch; the last batch may be smaller.
         augment: None for the dataset's standard augmentation on splits made only of "train"
             (including slices of it) and none on others; True/False to force it on/off; or an
             `Augmentation`. CIFAR and Fashion-MNIST: reflect-pad 4, random crop, horizontal
-            flip; MNIST and digits: the same without flip; folders: random resized crop + flip.
-            Drawn per example.
+            flip; MNIST and digits: the same without flip; folders: random resized crop + flip;
+            CUB: bounding-box crop, shorter side to 256/224 of `image_size`, random crop + flip.
+            Drawn per example. Without augmentation, image folders and CUB are evaluated on a
+            single crop: the shorter side rescaled to `round(256/224 * image_size)` (256 for
+            224), then the central `image_size` window; named datasets are resized whole.
         data_dir: where to look first for the files (see `keras_at.data.sources`), or the
             parent folder of an image-folder `name`.
         shuffle: shuffle every epoch; None shuffles splits made only of "train".
         seed: makes shuffling and augmentation reproducible (each epoch still differs).
         limit: keep the first `limit` examples of the split, in source order, before shuffling.
         image_size: `(height, width)` or an int for square images; None keeps the native size
-            (image folders: 224x224).
+            (image folders and CUB: 224x224).
 
     Returns:
         A `tf.data.Dataset` with known cardinality (number of batches).
@@ -117,16 +116,22 @@ def load(
             images, labels, batch_size, augmentation, shuffle, seed, meta.mean, meta.std, size
         )
 
-    names = dict.fromkeys(part.name for part in parts)  # checked by folders.split_dir
-    listed = {s: folders.files(meta.name, s, meta.class_names) for s in names}
+    source = cub if cub.is_cub(meta.name) else folders
+    names = dict.fromkeys(part.name for part in parts)  # checked by source.files
+    listed = {s: source.files(meta.name, s, meta.class_names) for s in names}
     chosen = splits.select(parts, {s: len(labels) for s, (_, labels) in listed.items()})
     paths = [p for s, positions in chosen for p in listed[s][0][positions]][:limit]
     labels = _concat([listed[s][1][positions] for s, positions in chosen])[:limit]
     _check_nonempty(labels, where)
     paths, labels = folders.drop_undecodable(paths, labels, meta.name)
     table = tf.constant(paths)
+    read = (
+        cub.reader(meta.name, paths)
+        if source is cub
+        else lambda i: folders.decode(tf.io.read_file(table[i]))
+    )
     return _pipeline(
-        lambda i: folders.decode(tf.io.read_file(table[i])),
+        read,
         labels,
         batch_size,
         augmentation,
@@ -135,6 +140,7 @@ def load(
         meta.mean,
         meta.std,
         size,
+        meta.eval_scale,
     )
 
 
@@ -195,8 +201,13 @@ def _pipeline(
     mean: Sequence[float],
     std: Sequence[float],
     size: tuple[int, int],
+    eval_scale: float | None = None,
 ) -> tf.data.Dataset:
-    """Indices -> (shuffle) -> per-example read + augment -> batch -> normalise -> prefetch."""
+    """Indices -> (shuffle) -> per-example read + augment -> batch -> normalise -> prefetch.
+
+    Without augmentation an image is resized to `size`, or, with `eval_scale`, centre-cropped
+    (`augment.centre_crop`).
+    """
     check_batch_size(batch_size)
     size = tuple(int(s) for s in size)
     label_table = tf.constant(np.asarray(labels, np.int32))
@@ -204,7 +215,9 @@ def _pipeline(
     if augmentation is None:
 
         def example(i):
-            return resize(read(i), size), label_table[i]
+            if eval_scale is None:
+                return resize(read(i), size), label_table[i]
+            return centre_crop(read(i), size, eval_scale), label_table[i]
 
     else:
 

@@ -13,6 +13,8 @@ import dataclasses
 import re
 from collections.abc import Collection, Mapping
 
+import numpy as np
+
 _PART = re.compile(r"^(?P<name>[\w-]+)(\[(?P<start>[^:\[\]]*):(?P<stop>[^:\[\]]*)\])?$")
 _BOUND = re.compile(r"^(?P<value>-?\d+(\.\d*)?)(?P<pct>%?)$")
 _FORMAT = "'name' or 'name[start:stop]' (integers or percents), joined with '+'"
@@ -93,3 +95,21 @@ def select(parts: list[SplitPart], sizes: Mapping[str, int]) -> list[tuple[str, 
     """`(split name, positions)` for each part, checked against the source's split sizes."""
     names(parts, sizes)
     return [(part.name, part.resolve(sizes[part.name])) for part in parts]
+
+
+def stratified_order(labels) -> np.ndarray:
+    """The order that spreads each class's examples evenly over a list: contiguous slices
+    (`"train[90%:]"`, `limit=`) then hold about each class's share instead of the last classes.
+
+    The j-th of a class's n examples (in their given order) sits at `(j + 0.5) / n` of the way.
+
+    Example:
+        >>> stratified_order([0, 0, 1, 1]).tolist()
+        [0, 2, 1, 3]
+    """
+    labels = np.asarray(labels)
+    positions = np.empty(len(labels))
+    for label in np.unique(labels):
+        where = np.flatnonzero(labels == label)
+        positions[where] = (np.arange(len(where)) + 0.5) / len(where)
+    return np.lexsort((labels, positions))
