@@ -70,6 +70,9 @@ class Distiller(TeacherGradientCache, keras.Model):
         symmetry_beta: weight of eq. 6, `0.5 * mean_b ||J_S(x) - flip(J_S(flip x))||²`.
         input_grad_penalty: weight of `0.5 * mean_b ||J_S||²` (Drucker & LeCun).
         input_shape: `(H, W, C)`, needed only when both networks are subclassed.
+        hint_weight_decay: coupled L2 decay of the F-ActT 1×1 adapters, as the student's
+            `weight_decay=` (an `L2(hint_weight_decay / 2)` kernel penalty), added to the loss
+            while `hint_beta` > 0.
 
     Example:
 
@@ -106,6 +109,7 @@ class Distiller(TeacherGradientCache, keras.Model):
         symmetry_beta: float = 0.0,
         input_grad_penalty: float = 0.0,
         input_shape=None,
+        hint_weight_decay: float = 0.0,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -121,6 +125,7 @@ class Distiller(TeacherGradientCache, keras.Model):
             raise ValueError(f"`temperature` must be a number > 0, got {temperature!r}.")
         self.p, self.reduction, self.temperature = p, reduction, float(temperature)
         self._given_input_shape = tuple(input_shape) if input_shape is not None else None
+        self.hint_weight_decay = check_weight("hint_weight_decay", hint_weight_decay)
 
         # === Networks and taps ===
         self.student, self.teacher = student, teacher
@@ -161,8 +166,10 @@ class Distiller(TeacherGradientCache, keras.Model):
             if s_f.shape[-1] == t_f.shape[-1]:
                 adapters.append(None)
                 continue
+            decay = self.hint_weight_decay
             conv = keras.layers.Conv2D(
                 t_f.shape[-1], 1, use_bias=False, kernel_initializer="he_normal",
+                kernel_regularizer=keras.regularizers.L2(decay / 2) if decay else None,
                 name=f"hint_adapter_{s_name}",
             )
             conv.build(s_f.shape)
@@ -299,6 +306,10 @@ class Distiller(TeacherGradientCache, keras.Model):
         regularization = self.student.losses
         if regularization:
             total = total + ops.sum([ops.cast(r, "float32") for r in regularization])
+        adapter_decay = [r for a in self.hint_adapters if a is not None for r in a.losses]
+        if adapter_decay and "hint_loss" in terms:  # the adapters' decay, while they are used
+            decay = ops.sum([ops.cast(r, "float32") for r in adapter_decay])
+            total = total + ops.where(w["hint_beta"] > 0, decay, 0.0)
         return total
 
     def _record(self, x, y, logits, sample_weight, terms, total):
@@ -407,6 +418,7 @@ class Distiller(TeacherGradientCache, keras.Model):
             reduction=self.reduction,
             temperature=self.temperature,
             input_shape=list(self._given_input_shape) if self._given_input_shape else None,
+            hint_weight_decay=self.hint_weight_decay,
             **{name: getattr(self, name) for name in WEIGHTS},
         )
         return config
