@@ -1,6 +1,6 @@
 """What the example scripts share: flags and run directories (the experiment: `_training.py`).
 
-The flags and their defaults (the paper's recipe), the rule that a run directory is never
+The flags and their defaults (the authors' recipe), the rule that a run directory is never
 overwritten silently and `--resume` are written once, here.
 
 A run directory holds `args.json` (the arguments it was started with), `history.json` (every
@@ -33,7 +33,7 @@ from keras_at.callbacks import BetaDecay  # noqa: E402
 RESUME_FREE = ("resume", "overwrite", "verbose")
 
 WEIGHT_DECAY_HELP = (
-    "coupled L2 weight decay, as Torch's SGD(weight_decay=) in the paper's code: every model "
+    "coupled L2 weight decay, as Torch's SGD(weight_decay=) in the authors' code: every model "
     "parameter carries an L2 penalty whose gradient wd*w joins the loss gradient before "
     "momentum (the models' weight_decay= argument). keras.optimizers.SGD(weight_decay=) is "
     "not used: it is decoupled and, with momentum 0.9, about 10x weaker"
@@ -67,22 +67,29 @@ def parse_pairs(text: str):
 
 
 def add_training_args(parser: argparse.ArgumentParser, **defaults) -> None:
-    """The optimisation and bookkeeping flags; `defaults` overrides the paper's CIFAR values."""
+    """The optimisation and bookkeeping flags; `defaults` overrides the authors' CIFAR values."""
     d = {
         "epochs": 200, "batch_size": 128, "lr": 0.1, "lr_epochs": "60,120,160",
-        "lr_decay": 0.2, "momentum": 0.9, "weight_decay": 5e-4, **defaults,
+        "lr_decay": 0.2, "momentum": 0.9, "nesterov": False, "momentum_reset": True,
+        "weight_decay": 5e-4, **defaults,
     }
-    g = parser.add_argument_group("training (defaults: the paper's CIFAR recipe)")
+    g = parser.add_argument_group("training (defaults: the authors' CIFAR recipe, their cifar.py)")
     g.add_argument("--epochs", type=int, default=d["epochs"])
     g.add_argument("--batch-size", type=int, default=d["batch_size"])
     g.add_argument("--lr", type=float, default=d["lr"], help="initial SGD learning rate")
     g.add_argument("--lr-epochs", type=int_list, default=int_list(d["lr_epochs"]),
-                   help="epochs (from 0) at whose start the learning rate is multiplied by "
-                   "--lr-decay, e.g. 60,120,160; a teacher trained here for --teacher-epochs "
-                   "gets them stretched in proportion")
+                   help="the authors' epoch_step: the learning rate is multiplied by --lr-decay "
+                   "from each of these epochs on, counted from 1 as in history.json (60: epochs "
+                   "1-59 at --lr, epoch 60 on lower); a teacher trained here for "
+                   "--teacher-epochs gets the epochs before each drop stretched in proportion")
     g.add_argument("--lr-decay", type=float, default=d["lr_decay"])
-    g.add_argument("--momentum", type=float, default=d["momentum"],
-                   help="SGD momentum (not Nesterov)")
+    g.add_argument("--momentum", type=float, default=d["momentum"], help="SGD momentum")
+    g.add_argument("--nesterov", action=argparse.BooleanOptionalAction, default=d["nesterov"],
+                   help="Nesterov momentum (fb.resnet.torch's, used for the paper's ImageNet runs)")
+    g.add_argument("--momentum-reset", action=argparse.BooleanOptionalAction,
+                   default=d["momentum_reset"],
+                   help="zero the SGD momentum at each --lr-epochs drop, as the authors' code "
+                   "does by creating a new optimizer there")
     g.add_argument("--weight-decay", type=float, default=d["weight_decay"],
                    help=WEIGHT_DECAY_HELP)
     g.add_argument("--seed", type=int, default=0,
@@ -128,8 +135,11 @@ def add_transfer_args(parser: argparse.ArgumentParser, beta: float = 1e3,
                    "(paper: 0.9; 0 turns KD off)")
     g.add_argument("--temperature", type=float, default=4.0, help="KD temperature (paper: 4)")
     g.add_argument("--beta-decay", type=float, default=None,
-                   help="multiply beta by this at each --lr-epochs epoch (default: 0.2 when "
-                   "AT is combined with KD, as in the paper; 1 never decays)")
+                   help="multiply beta and hint_beta by this at each --lr-epochs drop. The "
+                   "paper decays beta during training for AT+KD and for F-ActT but gives no "
+                   "schedule (the authors' code has none); the default, 0.2 for AT combined "
+                   "with KD and for F-ActT (hint_beta), else 1, is this library's choice; 1 "
+                   "never decays")
     g.add_argument("--attention", default="sum", choices=("sum", "mean", "max"),
                    help="reduction over channels of the attention map |A|^p (Table 2)")
     g.add_argument("--p", type=float, default=2.0, help="exponent p of the attention map")
@@ -137,7 +147,9 @@ def add_transfer_args(parser: argparse.ArgumentParser, beta: float = 1e3,
                    help="'auto' (every group), or layers to pair, e.g. group1,group2 or "
                    "student_layer:teacher_layer,...")
     g.add_argument("--hint-beta", type=float, default=0.0,
-                   help="full-activation transfer weight (F-ActT, FitNets-style hints)")
+                   help="full-activation transfer weight (F-ActT, FitNets-style hints on the same "
+                   "pairs, l2-normalised, 1x1 adapters only where widths differ; the paper gives "
+                   "no value: reproduce.py uses 1e3, beta's value, our choice)")
 
 
 def add_folder_args(parser: argparse.ArgumentParser, image_size: int = 224) -> None:
@@ -190,21 +202,30 @@ def transfers(args) -> bool:
 
 
 def distiller(student, teacher, args) -> keras_at.Distiller:
+    """The Distiller of the flags; F-ActT's adapters get the student's coupled weight decay."""
     return keras_at.Distiller(
         student, teacher, pairs=args.pairs, beta=args.beta, p=args.p,
         reduction=args.attention, alpha=args.alpha, temperature=args.temperature,
-        hint_beta=args.hint_beta,
+        hint_beta=args.hint_beta, hint_weight_decay=args.weight_decay,
     )
 
 
-def beta_schedule(args) -> list:
-    """`[BetaDecay]` at the learning-rate epochs when beta decays, else `[]`."""
-    factor = args.beta_decay
-    if factor is None:
-        factor = 0.2 if args.beta > 0 and args.alpha > 0 else 1.0
-    if factor == 1.0 or args.beta == 0 or not args.lr_epochs:
-        return []
-    return [BetaDecay(factor=factor, epochs=args.lr_epochs)]
+def beta_schedule(args, drops) -> list:
+    """A `BetaDecay` of `beta` and of `hint_beta`, each when it decays (`--beta-decay`).
+
+    They decay at `drops`, the learning-rate drops' epoch indices (`_training.drop_epochs`): by
+    default beta when AT is combined with KD, and hint_beta whenever F-ActT is on; AT alone
+    never decays.
+    """
+    defaults = {"beta": args.beta > 0 and args.alpha > 0, "hint_beta": True}
+    decays = []
+    for weight, decays_by_default in defaults.items():
+        factor = args.beta_decay
+        if factor is None:
+            factor = 0.2 if decays_by_default else 1.0
+        if factor != 1.0 and getattr(args, weight) > 0 and drops:
+            decays.append(BetaDecay(factor=factor, epochs=drops, weight=weight))
+    return decays
 
 
 # === Run directories ===

@@ -1,4 +1,4 @@
-"""The example scripts' experiment: the paper's optimizer, callbacks and `run`.
+"""The example scripts' experiment: the authors' optimizer schedule, callbacks and `run`.
 
 `run` trains a teacher (given, or trained first), then the student, every epoch logged into the
 run directory that `_common.prepare_run_dir` made; the SGD schedule and the callbacks that
@@ -21,21 +21,67 @@ from keras_at.callbacks import AttentionMapLogger, BetaDecay, BetaScheduler
 # === Optimizer ===
 
 
-def sgd(args, steps_per_epoch: int, epochs: int | None = None) -> keras.optimizers.SGD:
-    """The paper's SGD: momentum, no Nesterov, lr x `lr_decay` at each of `lr_epochs`.
+def drop_epochs(args, epochs: int | None = None) -> tuple[int, ...]:
+    """Indices (from 0) of the first epoch at each lowered learning rate, the authors' counting.
 
-    For a run of `epochs` other than `args.epochs` (a teacher trained longer), the decay epochs
-    are stretched in proportion. The schedule is per step (the optimizer's iteration counter),
-    so it resumes with the optimizer's state. Weight decay is not here but in the models.
+    `--lr-epochs` is the authors' `epoch_step`: their torchnet loop lowers the rate when
+    `state['epoch'] + 1`, the number (from 1) of the epoch about to run, is listed, so
+    60,120,160 runs epochs 1-59 at 0.1 and 60-119 (indices 59-118) at 0.02. For a run of
+    `epochs` other than `args.epochs` (a teacher trained longer), the epochs before each drop
+    are stretched in proportion.
     """
+    if any(e < 1 for e in args.lr_epochs):
+        raise ValueError(f"--lr-epochs counts epochs from 1 (the authors' epoch_step), got "
+                         f"{','.join(map(str, args.lr_epochs))}.")
     scale = (epochs or args.epochs) / args.epochs
-    lr = args.lr
-    if args.lr_epochs:
-        # The counter is the number of steps already taken: the first step of epoch e is e * n.
-        boundaries = [round(e * scale) * steps_per_epoch - 1 for e in args.lr_epochs]
-        values = [args.lr * args.lr_decay**i for i in range(len(boundaries) + 1)]
-        lr = keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
-    return keras.optimizers.SGD(lr, momentum=args.momentum, nesterov=False)
+    return tuple(round((e - 1) * scale) for e in args.lr_epochs)
+
+
+def sgd(args, steps_per_epoch: int, epochs: int | None = None) -> keras.optimizers.SGD:
+    """The authors' SGD: momentum (Nesterov with `--nesterov`), lr x `lr_decay` at `drop_epochs`.
+
+    The schedule is per step (the optimizer's iteration counter), so it resumes with the
+    optimizer's state. With `args.momentum_reset` (the default) the momentum is zeroed at each
+    drop (`MomentumReset`, which `fit` adds), as the authors' code does by creating a new
+    optimizer there. Weight decay is not here but in the models.
+    """
+    optimizer = keras.optimizers.SGD(lr_schedule(args, steps_per_epoch, epochs),
+                                     momentum=args.momentum,
+                                     nesterov=getattr(args, "nesterov", False))
+    # Configuration, not progress: read by MomentumReset with the epoch index it is given.
+    reset = getattr(args, "momentum_reset", True)
+    optimizer.momentum_reset_epochs = drop_epochs(args, epochs) if reset else ()
+    return optimizer
+
+
+def lr_schedule(args, steps_per_epoch: int, epochs: int | None = None):
+    """`sgd`'s learning rate: `args.lr`, x `args.lr_decay` from each of `drop_epochs` on."""
+    first = drop_epochs(args, epochs)
+    if not first:
+        return args.lr
+    # The counter is the number of steps already taken: the first step of epoch k is k * n.
+    boundaries = [k * steps_per_epoch - 1 for k in first]
+    values = [args.lr * args.lr_decay**i for i in range(len(boundaries) + 1)]
+    return keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
+
+
+class MomentumReset(keras.callbacks.Callback):
+    """Zeroes SGD's momentum at the start of the epochs the optimizer lists (`sgd`).
+
+    The authors' code creates a new `torch.optim.SGD` at each learning-rate drop, so the first
+    step at the new rate starts from an empty momentum buffer; here the buffers are zeroed
+    instead. A function of the epoch index only: a run resumed by `BackupAndRestore` at a drop
+    epoch zeroes them again, before that epoch's first step, as the uninterrupted run did.
+    With the buffers empty at each drop, Keras's momentum (which holds lr-scaled steps) and
+    Torch's (which holds gradients) give the same updates for the same gradients.
+    """
+
+    def on_epoch_begin(self, epoch, logs=None):
+        optimizer = self.model.optimizer
+        if epoch not in getattr(optimizer, "momentum_reset_epochs", ()):
+            return
+        for momentum in getattr(optimizer, "momentums", None) or ():
+            momentum.assign(keras.ops.zeros_like(momentum))
 
 
 # === Callbacks ===
@@ -121,7 +167,8 @@ def fit(model, train, test, run_dir: str, phase: str, epochs: int, verbose: int 
     """
     log_dir = os.path.join(run_dir, "logs", phase)
     history_path = os.path.join(run_dir, "history.json")
-    callbacks = [TestError(test, test_every), *schedules, EpochLog(history_path, phase),
+    callbacks = [TestError(test, test_every), MomentumReset(), *schedules,
+                 EpochLog(history_path, phase),
                  keras.callbacks.TensorBoard(log_dir, write_graph=False)]
     if attention_images is not None and getattr(model, "pairs", None):
         callbacks.append(AttentionMapLogger(log_dir, attention_images, test_every))
@@ -145,9 +192,9 @@ TRANSFER_WEIGHTS = ("beta", "alpha", "hint_beta")
 
 
 def transfer_start(args) -> int:
-    """The epoch (from 0) at whose start the transfer losses switch on; 0 for scripts without
-    `--transfer-start-epoch`."""
-    return getattr(args, "transfer_start_epoch", 0) or 0
+    """The index (from 0) of the first epoch with the transfer losses on; 0 for scripts without
+    `--transfer-start-epoch`, which counts from 1 as `--lr-epochs` and history.json do."""
+    return max((getattr(args, "transfer_start_epoch", 0) or 0) - 1, 0)
 
 
 def before_transfer(args):
@@ -165,13 +212,14 @@ def before_transfer(args):
 def transfer_schedules(args) -> list:
     """The loss-weight callbacks of the student phase.
 
-    `_common.beta_schedule(args)`, and with `--transfer-start-epoch N > 0`: every transfer weight
-    given a flag value above 0 is 0 in epochs before N and that value from epoch N on (decayed
+    `_common.beta_schedule` at the learning-rate drops, and with `--transfer-start-epoch N > 1`:
+    every transfer weight given a flag value above 0 is 0 in epochs before the N-th and that
+    value from the N-th on (decayed
     by `beta_schedule`'s decay, which is a function of the epoch). Every value is a function of
     the epoch alone, so a resumed run (whose restored weight may be the 0 held before N) gets
     the same values as an uninterrupted one.
     """
-    schedules = _common.beta_schedule(args)
+    schedules = _common.beta_schedule(args, drop_epochs(args))
     start = transfer_start(args)
     if not start:
         return schedules
@@ -235,7 +283,8 @@ def run(args, script: str, load_data, make_teacher, make_student) -> dict:
         print(f"Training the student {student.name} from {teacher.name}: pairs {model.pairs}, "
               f"beta={args.beta:g}, alpha={args.alpha:g}, hint_beta={args.hint_beta:g}.")
         if transfer_start(args):
-            print(f"Transfer losses from epoch {transfer_start(args)} on (0-based; 0 before).")
+            print(f"Transfer losses from epoch {transfer_start(args) + 1} (counted from 1) on; "
+                  "0 before.")
         model.compile(optimizer=sgd(args, steps), metrics=["accuracy"])
         fit(model, train, test, run_dir, "student", args.epochs, args.verbose,
             schedules=transfer_schedules(args), attention_images=first_images(test),

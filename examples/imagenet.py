@@ -2,14 +2,16 @@
 
 As in the paper (§4.2.2): F_sum^2 attention losses (beta = 1e3) on the outputs of the last two
 groups of residual blocks (group2, group3), no KD, and "transfer losses are added on epoch
-60/100" (Table 5's caption): 100 epochs, beta 0 in epochs 0-59 and 1e3 from epoch 60 (counted
-from 0) on (--transfer-start-epoch; 0 transfers from the start). Paper, top-1 / top-5 validation
-error %: ResNet-18 30.4 / 10.8 alone, 29.3 / 10.0 with AT. The paper trained with
-fb.resnet.torch; it and the authors' later imagenet.py agree on batch 256, learning rate 0.1
-x0.1 every 30 epochs (here at the start of epochs 30, 60 and 90, as fb.resnet.torch), coupled
-weight decay 1e-4 and momentum 0.9; we use SGD without Nesterov as the authors' imagenet.py
-(fb.resnet.torch uses Nesterov). `--pairs auto` pairs all four groups, as the authors'
-imagenet.py does and as the paper says they planned; its results use the last two.
+60/100" (Table 5's caption): 100 epochs, beta 0 in epochs 1-60 and 1e3 from epoch 61 on
+(--transfer-start-epoch counts from 1, as --lr-epochs and history.json; 1 transfers from the
+start). Paper, top-1 / top-5 validation error %: ResNet-18 30.4 / 10.8 alone, 29.3 / 10.0 with
+AT. The paper trained with fb.resnet.torch, whose recipe the defaults are: batch 256, SGD with
+Nesterov momentum 0.9 kept across the drops, learning rate 0.1 x0.1 every 30 epochs (its
+`floor((epoch - 1) / 30)`: epochs 31, 61 and 91 are the first at each lower rate), coupled
+weight decay 1e-4. The authors' later PyTorch imagenet.py differs: plain momentum, drops one
+epoch earlier (--lr-epochs 30,60,90), momentum zeroed at each drop (--no-nesterov
+--momentum-reset). `--pairs auto` pairs all four groups, as the authors' imagenet.py does and as
+the paper says they planned; its results use the last two.
 
 Evaluation is single-crop, as fb.resnet.torch and the authors' code: the shorter side resized to
 256, the central 224x224 crop (`keras_at.data.load` without augmentation; in proportion for
@@ -49,13 +51,15 @@ def parser() -> argparse.ArgumentParser:
                    help="without GPUs: split the CPU into this many devices and mirror over them "
                    "(tries the multi-device path on a laptop)")
     _common.add_teacher_args(p)
-    _common.add_training_args(p, epochs=100, batch_size=256, lr=0.1, lr_epochs="30,60,90",
-                              lr_decay=0.1, weight_decay=1e-4)
+    _common.add_training_args(p, epochs=100, batch_size=256, lr=0.1, lr_epochs="31,61,91",
+                              lr_decay=0.1, weight_decay=1e-4, nesterov=True,
+                              momentum_reset=False)
     _common.add_transfer_args(p, pairs="group2,group3")
-    p.add_argument("--transfer-start-epoch", type=int, default=60,
-                   help="epoch (from 0) from which the transfer losses count: --beta (and "
-                   "--alpha, --hint-beta) are 0 before it and their values from it on; the "
-                   "paper's Table 5 adds them at epoch 60 of 100; 0 transfers from the start")
+    p.add_argument("--transfer-start-epoch", type=int, default=61,
+                   help="the first epoch (counted from 1, as --lr-epochs) with the transfer "
+                   "losses: --beta (and --alpha, --hint-beta) are 0 before it and their values "
+                   "from it on; the paper's Table 5 adds them after 60 of 100 epochs; 1 "
+                   "transfers from the start")
     return p
 
 
@@ -75,9 +79,9 @@ def strategy(cpu_replicas: int) -> tf.distribute.Strategy:
 def main(argv=None) -> dict:
     p = parser()
     args = _common.parse(p, argv)
-    if not 0 <= args.transfer_start_epoch < args.epochs:
-        p.error(f"--transfer-start-epoch {args.transfer_start_epoch} must be in [0, --epochs "
-                f"{args.epochs}): the transfer losses would never be on.")
+    if not 1 <= args.transfer_start_epoch <= args.epochs:
+        p.error(f"--transfer-start-epoch {args.transfer_start_epoch} must be in [1, --epochs "
+                f"{args.epochs}] (counted from 1): the transfer losses would never be on.")
     mirror = strategy(args.cpu_replicas)
     print(f"{mirror.num_replicas_in_sync} replica(s): {type(mirror).__name__}.")
     classes = data.info(args.data).num_classes

@@ -137,8 +137,11 @@ class BetaDecay(BetaScheduler):
     """Step decay of a loss weight: multiplies it by `factor` at each listed epoch.
 
     The value at epoch `e` is `base * factor ** n`, `n` the number of listed
-    epochs `<= e` — the β decay the paper used for AT+KD. It is a function of
-    the epoch and of `base` only, so resuming never compounds the decay.
+    epochs `<= e`. The paper decays β "during training" for AT+KD and F-ActT
+    but gives no schedule (nor does the authors' code); the example scripts'
+    `--beta-decay` uses this one, ×0.2 at the learning-rate drops, as this
+    library's choice. It is a function of the epoch and of `base` only, so
+    resuming never compounds the decay.
     `base` is `initial_value` when given; otherwise it is read from the
     Distiller the first time this callback trains it. When that first epoch
     is a resumed one (`BackupAndRestore`, or restored weights with

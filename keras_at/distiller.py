@@ -100,6 +100,9 @@ class Distiller(TeacherGradientCache, keras.Model):
             `0.5 * mean_b ||s(x) - s(flip x)||²` on the student's logits (§3.2: "l2 losses
             on the obtained attentions and outputs"; eq. 6 is `symmetry_beta`). It shares
             the student's pass on flip(x) with eq. 6; alone, it adds a forward pass only.
+        hint_weight_decay: coupled L2 decay of the F-ActT 1×1 adapters, as the student's
+            `weight_decay=` (an `L2(hint_weight_decay / 2)` kernel penalty), added to the loss
+            while `hint_beta` > 0.
 
     Example:
 
@@ -138,6 +141,7 @@ class Distiller(TeacherGradientCache, keras.Model):
         input_grad_penalty: float = 0.0,
         input_shape=None,
         symmetry_output_beta: float = 0.0,
+        hint_weight_decay: float = 0.0,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -150,6 +154,7 @@ class Distiller(TeacherGradientCache, keras.Model):
         temperature = check_temperature(temperature)
         self._p, self._reduction = p, reduction
         self._given_input_shape = tuple(input_shape) if input_shape is not None else None
+        self.hint_weight_decay = check_weight("hint_weight_decay", hint_weight_decay)
 
         # === Networks and taps ===
         # The teacher's `trainable` flag is the user's: the Distiller freezes it by never
@@ -196,8 +201,10 @@ class Distiller(TeacherGradientCache, keras.Model):
             if s_f.shape[-1] == t_f.shape[-1]:
                 adapters.append(None)
                 continue
+            decay = self.hint_weight_decay
             conv = keras.layers.Conv2D(
                 t_f.shape[-1], 1, use_bias=False, kernel_initializer="he_normal",
+                kernel_regularizer=keras.regularizers.L2(decay / 2) if decay else None,
                 name=f"hint_adapter_{s_name}",
             )
             conv.build(s_f.shape)
@@ -440,6 +447,10 @@ class Distiller(TeacherGradientCache, keras.Model):
         regularization = self.student.losses
         if regularization:
             total = total + ops.sum([ops.cast(r, "float32") for r in regularization])
+        adapter_decay = [r for a in self.hint_adapters if a is not None for r in a.losses]
+        if adapter_decay and "hint_loss" in terms:  # the adapters' decay, while they are used
+            decay = ops.sum([ops.cast(r, "float32") for r in adapter_decay])
+            total = total + ops.where(w["hint_beta"] > 0, decay, 0.0)
         return total
 
     def _record(self, x, y, logits, sample_weight, terms, total):
@@ -548,6 +559,7 @@ class Distiller(TeacherGradientCache, keras.Model):
             reduction=self.reduction,
             temperature=self.temperature,
             input_shape=list(self._given_input_shape) if self._given_input_shape else None,
+            hint_weight_decay=self.hint_weight_decay,
             **{name: getattr(self, name) for name in WEIGHTS},
         )
         return config

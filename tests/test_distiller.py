@@ -106,6 +106,22 @@ def test_a_term_switched_on_later_is_traced_in(tiny_pair, tiny_data):
     assert len(adapters) == 2  # 4 -> 8 and 8 -> 16 channels
 
 
+def test_hint_adapters_carry_coupled_weight_decay_while_f_actt_is_on(tiny_pair, tiny_data):
+    x, y = tiny_data
+    distiller = compiled(keras_at.Distiller(*tiny_pair, beta=0.0, hint_beta=5.0,
+                                            hint_weight_decay=0.5))
+    logs = distiller.evaluate(x, y, batch_size=64, verbose=0, return_dict=True)
+    kernels = [a.kernel for a in distiller.hint_adapters if a is not None]
+    decay = sum(0.25 * float(np.sum(np.square(k))) for k in kernels)  # L2(0.5 / 2)
+    assert decay > 0.01
+    assert logs["loss"] == pytest.approx(logs["task_loss"] + 5.0 * logs["hint_loss"] + decay,
+                                         rel=1e-5)
+    assert distiller.get_config()["hint_weight_decay"] == 0.5
+    distiller.hint_beta = 0.0  # adapters unused: their decay leaves the loss too
+    logs = distiller.evaluate(x, y, batch_size=64, verbose=0, return_dict=True)
+    assert logs["loss"] == pytest.approx(logs["task_loss"], rel=1e-6)
+
+
 def test_pairs_auto_on_residual_nets_without_group_names_picks_the_merge():
     def preact_net(width, name):
         inputs = keras.Input((16, 16, 3))

@@ -76,6 +76,8 @@ def cifar_run(tmp_path_factory):
 def test_cifar_trains_teacher_then_at_student_and_writes_the_run(cifar_run):
     import keras
 
+    import keras_at  # noqa: F401  (registers its BatchNorm: the saved models load after it)
+
     for name in ("args.json", "history.json", "student.keras", "teacher.keras"):
         assert (cifar_run / name).is_file(), name
     h = history(cifar_run)
@@ -124,8 +126,9 @@ def test_cifar_resumes_a_killed_run_to_the_same_epochs(cifar_run, tmp_path):
     assert "Epoch 1/4" not in resumed.stdout  # restored from the backup, not started again
     records = history(run_dir)["student"]
     assert [r["epoch"] for r in records] == [1, 2, 3, 4]
-    assert [r["lr"] for r in records] == pytest.approx([0.1, 0.1, 0.02, 0.004])
-    assert [r["beta"] for r in records] == pytest.approx([1000, 1000, 200, 40])
+    # --lr-epochs 2,3 as the authors' epoch_step: epoch 2 (from 1) is the first at 0.02.
+    assert [r["lr"] for r in records] == pytest.approx([0.1, 0.02, 0.004, 0.004])
+    assert [r["beta"] for r in records] == pytest.approx([1000, 200, 40, 40])
     assert (run_dir / "student.keras").is_file()
     assert "finished already" in ok(script("cifar.py", *args, "--resume")).stdout
 
@@ -136,6 +139,137 @@ def test_resume_refuses_other_arguments(cifar_run):
         [*map(str, TINY), "--epochs", "3", "--lr-epochs", "", "--out", str(cifar_run), "--resume"])
     with pytest.raises(SystemExit, match="epochs: run has 1, given 3"):
         cifar._common.prepare_run_dir(args, "cifar")
+
+
+# === Table 1's recipe: the schedule, the decays, the pairs and the adapters ===
+
+
+def momentum_probe():
+    """A callback recording the largest |momentum| at each epoch's start (after MomentumReset,
+    which `fit` puts before the schedules) and at its end."""
+    import keras
+
+    class MomentumProbe(keras.callbacks.Callback):
+        def _largest(self):
+            momentums = getattr(self.model.optimizer, "momentums", None) or []
+            return max((float(np.abs(m.numpy()).max()) for m in momentums), default=0.0)
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.begin.append(self._largest())
+
+        def on_epoch_end(self, epoch, logs=None):
+            self.end.append(self._largest())
+
+    probe = MomentumProbe()
+    probe.begin, probe.end = [], []
+    return probe
+
+
+def test_sgd_lowers_the_rate_from_the_authors_epochs_and_zeroes_momentum_there(tmp_path):
+    import keras
+    import tensorflow as tf
+
+    cifar, _training = example("cifar"), example("_training")
+    paper = cifar.parser().parse_args([])
+    assert _training.drop_epochs(paper) == (59, 119, 159)  # epochs 60, 120, 160 counted from 1
+    assert _training.drop_epochs(paper, 400) == (118, 238, 318)  # a teacher trained twice longer
+    schedule = _training.lr_schedule(paper, steps_per_epoch=10)
+    # The authors' torchnet loop: epoch e (from 0) runs at 0.1 * 0.2^#{s in epoch_step: s <= e+1}.
+    authors = [0.1 * 0.2 ** sum(s <= e + 1 for s in (60, 120, 160)) for e in range(200)]
+    for step in (0, 9):  # the first and last step of every epoch
+        lrs = [float(schedule(e * 10 + step)) for e in range(200)]
+        assert lrs == pytest.approx(authors)
+
+    args = cifar.parser().parse_args(["--epochs", "4", "--lr-epochs", "2,3"])
+    inputs = keras.Input((4,))
+    model = keras.Model(inputs, keras.layers.Dense(6)(inputs))
+    model.compile(optimizer=_training.sgd(args, 4),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(32, 4)).astype("float32"), rng.integers(0, 6, 32)
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
+    probe = momentum_probe()
+    records = _training.fit(model, data, data, str(tmp_path), "net", 4, verbose=0,
+                            schedules=[probe])
+    assert [r["lr"] for r in records] == pytest.approx([0.1, 0.02, 0.004, 0.004])
+    assert probe.begin[1:] == [0.0, 0.0, pytest.approx(probe.end[2])]  # zeroed at the two drops
+    assert min(probe.end) > 0
+    # A run resumed at a drop epoch zeroes the momentum again before that epoch's first step.
+    resumed = momentum_probe()
+    model.fit(data, initial_epoch=2, epochs=3, verbose=0, shuffle=False,
+              callbacks=[_training.MomentumReset(), resumed])
+    assert resumed.begin == [0.0] and resumed.end[0] > 0
+    off = cifar.parser().parse_args(["--epochs", "4", "--lr-epochs", "2,3", "--no-momentum-reset"])
+    assert _training.sgd(off, 4).momentum_reset_epochs == ()
+    with pytest.raises(ValueError, match="counts epochs from 1"):
+        _training.drop_epochs(cifar.parser().parse_args(["--lr-epochs", "0,3"]))
+
+
+def test_table1_methods_decay_their_weights_and_pair_groups_with_adapters_where_widths_differ():
+    import keras
+
+    from keras_at import models
+
+    reproduce = example("reproduce")
+    cifar, _common, _training = reproduce.cifar, reproduce._common, example("_training")
+    drops = (59, 119, 159)
+    expected = {"student": set(), "AT": set(), "KD": set(),
+                "AT+KD": {("beta", 0.2, drops)}, "F-ActT": {("hint_beta", 0.2, drops)}}
+    assert list(reproduce.METHODS) == ["student", "AT", "F-ActT", "KD", "AT+KD"]
+    for method, flags in reproduce.METHODS.items():
+        args = cifar.parser().parse_args(flags)
+        decays = _common.beta_schedule(args, _training.drop_epochs(args))
+        assert {(d.weight, d.factor, d.epochs) for d in decays} == expected[method], method
+        never = cifar.parser().parse_args([*flags, "--beta-decay", "1"])
+        assert _common.beta_schedule(never, drops) == []
+
+    f_actt = cifar.parser().parse_args(reproduce.METHODS["F-ActT"])
+    # NIN-thin <- NIN-wide: each group's output (after its 3x3, 1x1, 1x1 convolutions and their
+    # ReLUs, before the pooling), all three widths differing, so three adapters.
+    nin = _common.distiller(models.nin("thin", input_shape=(8, 8, 1)),
+                            models.nin("wide", input_shape=(8, 8, 1)), f_actt)
+    assert nin.pairs == [("group0", "group0"), ("group1", "group1"), ("group2", "group2")]
+    group0 = nin.student.get_layer("group0")
+    assert isinstance(group0, keras.layers.Activation)
+    assert group0._inbound_nodes[0].parent_nodes[0].operation.name == "group0_bn2"
+    assert [tuple(a.kernel.shape) for a in nin.hint_adapters] == [
+        (1, 1, 64, 160), (1, 1, 96, 192), (1, 1, 112, 256)]
+    assert all(a.kernel_regularizer.l2 == pytest.approx(2.5e-4) for a in nin.hint_adapters)
+    # WRN-10-1 <- WRN-16-1 (the same widths, different depths): regressed directly.
+    same = _common.distiller(models.wide_resnet(10, 1, input_shape=(8, 8, 1)),
+                             models.wide_resnet(16, 1, input_shape=(8, 8, 1)), f_actt)
+    assert same.hint_adapters == [None, None, None]
+
+
+def test_quick_demo_says_when_fashion_mnist_is_missing_and_records_it(tmp_path, monkeypatch,
+                                                                     capsys):
+    import dataclasses
+
+    from keras_at.data import sources
+
+    reproduce = example("reproduce")
+    if reproduce.on_disk("fashion_mnist"):
+        budget = reproduce.settle(reproduce.parser().parse_args(["--quick"]))
+        assert budget["dataset"] == "fashion_mnist"
+        assert capsys.readouterr().out.startswith("Dataset: Fashion-MNIST (found on disk)")
+    for variable in ("KERAS_HOME", "TFDS_DATA_DIR"):
+        monkeypatch.setenv(variable, str(tmp_path))
+    hidden = dataclasses.replace(sources._SOURCES["fashion_mnist"], system_dirs=())
+    monkeypatch.setitem(sources._SOURCES, "fashion_mnist", hidden)
+
+    budget = reproduce.settle(reproduce.parser().parse_args(["--quick"]))
+    out = capsys.readouterr().out
+    assert budget["dataset"] == "digits"
+    assert out.splitlines()[1].startswith("Dataset: scikit-learn's digits (8x8 images), NOT "
+                                          "Fashion-MNIST")
+    assert "\n    apt-get install dataset-fashion-mnist\n" in out
+    runs = [{"method": "student", "seed": 0, "test_error": 0.25}]
+    table = reproduce.markdown({
+        "budget": budget, "summary": reproduce.summarise(runs, ["student"]), "seconds": 60,
+        "student": "WRN-16-1", "teacher": "WRN-16-2", "teacher_test_error": 0.2,
+        "paper_table1_cifar10": reproduce.PAPER[("WRN-16-1", "WRN-16-2")]})
+    assert ("Dataset: digits (Fashion-MNIST is not on disk (apt-get install "
+            "dataset-fashion-mnist), so scikit-learn's digits)") in table
 
 
 # === gradient_at.py ===
@@ -220,21 +354,30 @@ def test_gradient_at_states_table3s_unpublished_settings_as_choices():
 # === reproduce.py ===
 
 
-def test_reproduce_writes_table_json_and_plot(tmp_path):
+def test_reproduce_writes_table_json_and_plot_for_the_nin_row(tmp_path):
     out = tmp_path / "grid"
-    result = ok(script("reproduce.py", "--quick", *TINY, "--epochs", "1",
+    result = ok(script("reproduce.py", "--quick", *TINY, "--arch", "nin", "--epochs", "1",
                        "--teacher-epochs", "1", "--lr-epochs", "", "--seeds", "1",
-                       "--out", out, timeout=400))
+                       "--out", out, timeout=500))
     table = (out / "results.md").read_text()
     assert table in result.stdout  # printed at the end, as `make demo` shows it
-    for row in ("| teacher |", "| student |", "| AT |", "| KD |", "| AT+KD |"):
-        assert row in table, row
-    assert "7.93" in table and "8.77" in table  # the paper's Table 1 beside the runs
+    assert "# NIN-thin student, NIN-wide teacher" in table
+    assert "Dataset: digits (given by --dataset)." in table
+    paper = {"teacher": "7.28", "student": "9.38", "AT": "8.93", "F-ActT": "9.05", "KD": "8.55",
+             "AT+KD": "8.33"}  # the paper's Table 1 NIN row beside the runs
+    for method, number in paper.items():
+        row = next(line for line in table.splitlines() if line.startswith(f"| {method} |"))
+        assert row.endswith(f"| {number} |"), row
+    # Each student was paired with the teacher at the three group outputs.
+    pairs = "pairs [('group0', 'group0'), ('group1', 'group1'), ('group2', 'group2')]"
+    assert result.stdout.count(f"nin-thin from nin-wide: {pairs}") == 4
     with open(out / "results.json") as f:
         results = json.load(f)
     assert results["dataset"] == "digits"
     assert [(r["method"], r["seed"]) for r in results["runs"]] == [
-        ("student", 0), ("AT", 0), ("KD", 0), ("AT+KD", 0)]
+        ("student", 0), ("AT", 0), ("F-ActT", 0), ("KD", 0), ("AT+KD", 0)]
+    f_actt = next(r for r in results["runs"] if r["method"] == "F-ActT")["epochs"][0]
+    assert f_actt["hint_loss"] > 0 and "at_loss" not in f_actt
     assert all(len(r["epochs"]) == 1 for r in results["runs"])
     at = results["summary"]["AT"]
     assert at["median"] == pytest.approx(np.median(at["errors"]))
@@ -344,9 +487,17 @@ def test_finetune_reads_cub_with_box_crops_and_central_evaluation_crop(tmp_path)
 def test_imagenet_defaults_are_table5s_and_the_transfer_start_is_a_function_of_the_epoch():
     imagenet, training = example("imagenet"), example("_training")
     args = imagenet.parser().parse_args(["data"])
-    assert (args.epochs, args.lr_epochs, args.lr, args.lr_decay) == (100, (30, 60, 90), 0.1, 0.1)
+    assert (args.epochs, args.lr_epochs, args.lr, args.lr_decay) == (100, (31, 61, 91), 0.1, 0.1)
     assert (args.batch_size, args.weight_decay, args.momentum) == (256, 1e-4, 0.9)
-    assert args.transfer_start_epoch == 60 and args.beta == 1e3 and args.alpha == 0
+    # fb.resnet.torch: Nesterov, one optimizer state kept across the drops, floor((e - 1) / 30).
+    assert args.nesterov and not args.momentum_reset
+    assert training.drop_epochs(args) == (30, 60, 90)
+    rate = training.lr_schedule(args, steps_per_epoch=1)
+    fb_resnet = [0.1 * 0.1 ** ((epoch - 1) // 30) for epoch in range(1, 101)]
+    assert [float(rate(epoch)) for epoch in range(100)] == pytest.approx(fb_resnet)
+    optimizer = training.sgd(args, steps_per_epoch=1)
+    assert optimizer.nesterov and optimizer.momentum_reset_epochs == ()
+    assert args.transfer_start_epoch == 61 and args.beta == 1e3 and args.alpha == 0
     assert args.pairs == [("group2", "group2"), ("group3", "group3")]
     assert imagenet.parser().parse_args(["data", "--pairs", "auto"]).pairs == "auto"
     assert training.before_transfer(args).beta == 0 and args.beta == 1e3
@@ -356,7 +507,7 @@ def test_imagenet_defaults_are_table5s_and_the_transfer_start_is_a_function_of_t
     for current in (0.0, 1e3, 7.0):
         values = [gate.schedule(epoch, current) for epoch in range(100)]
         assert values == [0.0] * 60 + [1e3] * 40
-    # With KD (beta decayed x0.2 at the learning-rate epochs) both weights wait for epoch 60.
+    # With KD (beta decayed x0.2 at the learning-rate drops) both weights wait for epoch 61.
     kd = imagenet.parser().parse_args(["data", "--alpha", "0.9"])
     gates = {g.weight: g for g in training.transfer_schedules(kd)}
     assert gates["beta"].schedule(59, 0.0) == 0 and gates["alpha"].schedule(59, 0.0) == 0
@@ -364,9 +515,9 @@ def test_imagenet_defaults_are_table5s_and_the_transfer_start_is_a_function_of_t
     assert gates["beta"].schedule(95, 0.0) == pytest.approx(1e3 * 0.2**3)
     assert gates["alpha"].schedule(60, 0.0) == 0.9
     assert training.transfer_schedules(
-        imagenet.parser().parse_args(["data", "--transfer-start-epoch", "0"])) == []
+        imagenet.parser().parse_args(["data", "--transfer-start-epoch", "1"])) == []
     with pytest.raises(SystemExit):
-        imagenet.main(["data", "--epochs", "3", "--transfer-start-epoch", "3"])
+        imagenet.main(["data", "--epochs", "3", "--transfer-start-epoch", "4"])
 
 
 def test_imagenet_mirrors_over_two_cpu_devices_and_switches_at_on_at_the_start_epoch(
@@ -378,8 +529,8 @@ def test_imagenet_mirrors_over_two_cpu_devices_and_switches_at_on_at_the_start_e
     teacher = tmp_path / "r34.keras"
     models.resnet(34, 2, (64, 64, 3)).save(teacher)
     result = ok(script("imagenet.py", image_folder, *RESNET_TINY, "--cpu-replicas", "2",
-                       "--epochs", "3", "--lr", "0.01", "--lr-epochs", "1,2",
-                       "--transfer-start-epoch", "2", "--limit", "8", "--test-limit", "4",
+                       "--epochs", "3", "--lr", "0.01", "--lr-epochs", "2,3",
+                       "--transfer-start-epoch", "3", "--limit", "8", "--test-limit", "4",
                        "--teacher", teacher, "--out", tmp_path / "r18"))
     assert "2 replica(s): MirroredStrategy" in result.stdout
     assert (tmp_path / "r18" / "student.keras").is_file()
