@@ -42,8 +42,10 @@ def resnet(
     functional model so that the output of each group of residual blocks (the ReLU after its
     last `Add`, at 1/4, 1/8, 1/16 and 1/32 of the input resolution) is a top-level layer named
     `group0` ... `group3`. Whichever library built it, `pairs="auto"` pairs a ResNet-18 with
-    a ResNet-34 group by group. The result holds only core Keras layers: it saves and loads
-    without keras-cv or keras-hub.
+    a ResNet-34 group by group. The result holds core Keras layers and keras-at's `BatchNorm`:
+    it saves and loads without keras-cv or keras-hub, where `keras_at` is imported;
+    `keras_at.export_student` writes a copy of core Keras layers only, which loads without
+    keras-at too.
 
     A backbone built here gets fb.resnet.torch's He normal init (fan_out, untruncated) on its
     convolution kernels instead of Glorot; a backbone passed in keeps its weights (a
