@@ -66,8 +66,9 @@ def resnet(
             (kernels, dense bias, BN scale and shift) carries a `keras.regularizers.L2(wd / 2)`
             penalty (gradient `wd * w` before momentum), unlike the decoupled
             `keras.optimizers.SGD(weight_decay=wd)`.
-        backbone: `"keras_cv"` or `"keras_hub"` (needs keras-hub installed, e.g.
-            `pip install keras-at[hub]`) builds a fresh backbone with that library. A built
+        backbone: `"keras_cv"` or `"keras_hub"` (needs keras-hub installed, e.g. with
+            `pip install ".[hub]"` in a keras-at checkout) builds a fresh backbone with that
+            library. A built
             `keras_cv.models.ResNetBackbone` or `keras_hub.models.ResNetBackbone` of the
             `depth` given, such as keras-hub's ImageNet-pretrained
             `ResNetBackbone.from_preset("resnet_18_imagenet")`, is copied with its weights
@@ -145,8 +146,8 @@ def _keras_hub_backbone(depth: int, input_shape: tuple) -> keras.Model:
     except ImportError as err:
         raise ImportError(
             "resnet(backbone='keras_hub') needs keras-hub, which could not be imported "
-            f"({err}). Install it with `pip install keras-hub` (or `pip install keras-at[hub]`), "
-            "or use backbone='keras_cv'."
+            f"({err}). Install it with `pip install keras-hub` (or `pip install \".[hub]\"` in a "
+            "keras-at checkout), or use backbone='keras_cv'."
         ) from err
     return keras_hub.models.ResNetBackbone(
         input_conv_filters=[64],
