@@ -174,10 +174,10 @@ def test_serving_formats(exported, tmp_path):
         return interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
 
     np.testing.assert_allclose(tflite(False), expected, atol=1e-4, rtol=0)
-    # int8 weights: within 5% of the logits' range, and the same predicted class.
+    # int8 weights: within 2% of the logits' range (0.35% measured), the same predicted class.
     quantized = tflite(True)
     span = expected.max() - expected.min()
-    assert np.abs(quantized - expected).max() <= 0.05 * span
+    assert np.abs(quantized - expected).max() <= 0.02 * span
     np.testing.assert_array_equal(quantized.argmax(-1), expected.argmax(-1))
 
 
