@@ -15,6 +15,7 @@ import tempfile
 import keras
 
 from keras_at.checks import refuse_overwrite
+from keras_at.distiller import Distiller
 from keras_at.features import _is_graph_model as is_graph_model
 from keras_at.models.batch_norm import BatchNorm
 
@@ -99,8 +100,6 @@ def to_core_keras(model: keras.Model) -> keras.Model:
 
 
 def _student_of(model_or_distiller) -> keras.Model:
-    from keras_at.distiller import Distiller  # the Distiller imports much; only its type is read
-
     if isinstance(model_or_distiller, Distiller):
         return model_or_distiller.student
     if not isinstance(model_or_distiller, keras.Model):

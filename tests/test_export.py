@@ -189,9 +189,7 @@ def test_distiller_exports_its_student(tmp_path):
     assert os.listdir(tmp_path) == ["s.keras"]  # the temporary file is gone
 
 
-def test_refuses_overwrite_and_bad_input(exported, tmp_path):
-    models, _, _ = exported
-    _, _, path = models["user"]
+def test_refuses_overwrite_and_bad_input(tmp_path):
     user = _user_model()
     existing = tmp_path / "user.keras"
     existing.write_bytes(b"precious")
