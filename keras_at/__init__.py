@@ -3,6 +3,7 @@
 from keras_at import callbacks, data, models, visualize
 from keras_at.attention import attention_map
 from keras_at.distiller import Distiller
+from keras_at.export import export_student
 from keras_at.interop import AttentionTransfer
 from keras_at.losses import at_loss, kd_loss
 
@@ -13,6 +14,7 @@ __all__ = [
     "attention_map",
     "callbacks",
     "data",
+    "export_student",
     "kd_loss",
     "models",
     "visualize",

@@ -17,7 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_at.distiller import Distiller
-from keras_at.visualize import DEFAULT_CMAP, colorize, overlay, upsample
+from keras_at.visualize import DEFAULT_CMAP, GRID_COLUMNS, pair_grid
 from keras_at.weights import TERMS, WEIGHTS
 
 __all__ = ["AttentionMapLogger", "BetaDecay", "BetaScheduler", "TerminateOnNaN"]
@@ -230,19 +230,17 @@ class AttentionMapLogger(keras.callbacks.Callback):
 
     At the end of epochs 0, n, 2n, ... (`n = every_n_epochs`, the convention
     of `keras.callbacks.TensorBoard`'s `histogram_freq`), for every pair of
-    `distiller.pairs`, one image event under each of the tags
-
-    - `attention/<pair>/student`: the student's map,
-    - `attention/<pair>/teacher`: the teacher's map (at the student's resolution),
-    - `attention/<pair>/overlay`: the input with the student's map overlaid,
-
-    all upsampled to the input size and colour-mapped (each map min-max
-    normalised for display), and a scalar `attention/<pair>/distance`: the
-    mean squared difference of the l2-normalised maps, i.e. that pair's
-    `at_loss` on this batch. The events go to their own writer in
-    `<log_dir>/attention`, so the callback works beside
-    `keras.callbacks.TensorBoard(log_dir)` (the maps appear as the run
-    "attention").
+    `distiller.pairs`, one image under the tag `attention/<pair>`: a grid
+    whose rows are the examples and whose columns are the input image, the
+    teacher's map, the student's map and the student's map overlaid on the
+    image (`keras_at.visualize.pair_grid`; maps upsampled to the input size,
+    colour-mapped, each min-max normalised for display), so the IMAGES tab
+    shows one picture per pair to compare student and teacher at a glance.
+    With it goes a scalar `attention/<pair>/distance`: the mean squared
+    difference of the l2-normalised maps, i.e. that pair's `at_loss` on this
+    batch. The events go to their own writer in `<log_dir>/attention`, so the
+    callback works beside `keras.callbacks.TensorBoard(log_dir)` (the maps
+    appear as the run "attention").
 
     Args:
         log_dir: TensorBoard log directory, the same as `TensorBoard`'s.
@@ -307,21 +305,15 @@ class AttentionMapLogger(keras.callbacks.Callback):
             self._writer = None
 
     def _write(self, step):
-        size = self.images.shape[1:3]
         maps = self.model.attention_maps(self.images)
-        count = len(self.images)
+        description = (f"Rows: the {len(self.images)} logged examples. Columns: "
+                       + ", ".join(GRID_COLUMNS) + " (the student's map over the image).")
         # record_if(True): a TensorBoard callback with update_freq=N may have pushed a condition.
         with self._writer.as_default(step=step), tf.summary.record_if(True):
             for name, (student, teacher) in maps.items():
                 tag = f"attention/{name}"
-                student_rgb = colorize(upsample(student, size), self.cmap)
-                teacher_rgb = colorize(upsample(teacher, size), self.cmap)
-                tf.summary.image(f"{tag}/student", student_rgb, max_outputs=count)
-                tf.summary.image(f"{tag}/teacher", teacher_rgb, max_outputs=count)
-                tf.summary.image(
-                    f"{tag}/overlay", overlay(self.images, student, cmap=self.cmap),
-                    max_outputs=count,
-                )
+                grid = pair_grid(self.images, student, teacher, self.cmap)
+                tf.summary.image(tag, grid[None], max_outputs=1, description=description)
                 tf.summary.scalar(f"{tag}/distance", float(np.mean(np.square(student - teacher))))
         self._writer.flush()
 

@@ -85,7 +85,10 @@ class Distiller(TeacherGradientCache, keras.Model):
         teacher: built Keras model returning logits, same input shape.
         pairs: `"auto"`, or a list of `(student_layer_name, teacher_layer_name)`;
             `[]` for no activation pairs.
-        beta: weight of `sum(at_loss)` over pairs (1e3 as in the paper's code).
+        beta: weight of `sum(at_loss)` over pairs (1e3 as in the paper's code). The
+            default suits the paper's optimizer, SGD with momentum; with Adam use about 10:
+            in `benchmarks/beta_grid.py`'s run (`docs/beta_grid.md`) Adam's student was a
+            little better than alone with 10 and worse with 1e2 and 1e3 (README, "Choosing β").
         p: exponent of the attention mapping function (assigning it later retraces the step).
         reduction: `"sum"`, `"mean"` or `"max"` over channels (likewise).
         alpha: KD weight in `(1 - alpha) * task + alpha * kd_loss`, in [0, 1].

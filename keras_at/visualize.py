@@ -10,13 +10,15 @@ loss compares l2-normalised maps, whose absolute scale says nothing to the eye.
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
-import matplotlib
 import numpy as np
 from keras import ops
-from matplotlib.figure import Figure
 
 from keras_at.attention import resize_maps
+
+if TYPE_CHECKING:  # matplotlib is imported where a colour map or figure is drawn
+    from matplotlib.figure import Figure
 
 DEFAULT_CMAP = "inferno"
 # Inches per grid cell; at `dpi=100` a cell is 150x150 pixels.
@@ -89,6 +91,8 @@ def colorize(maps, cmap: str = DEFAULT_CMAP) -> np.ndarray:
     >>> colorize(np.eye(8)).shape
     (8, 8, 3)
     """
+    import matplotlib  # here, not at import: `import keras_at` does not load matplotlib
+
     colormap = matplotlib.colormaps[cmap]
     return colormap(normalize(maps))[..., :3].astype("float32")
 
@@ -156,6 +160,61 @@ def overlay(images, maps, alpha: float = 0.5, cmap: str = DEFAULT_CMAP) -> np.nd
     return ((1.0 - alpha) * rgb + alpha * heat).astype("float32")
 
 
+# The columns of `pair_grid`, left to right.
+GRID_COLUMNS = ("image", "teacher", "student", "overlay")
+# `pair_grid` enlarges small tiles (28x28 Fashion-MNIST) to at least this many pixels a side.
+_MIN_TILE = 96
+
+
+def pair_maps(images, student_maps, teacher_maps, cmap: str = DEFAULT_CMAP) -> dict:
+    """The pictures of one pair: `{kind: (B, H, W, 3) floats in [0, 1]}`, kinds `GRID_COLUMNS`.
+
+    `image` is the input, `teacher` and `student` the colour-mapped maps upsampled to the input
+    size, `overlay` the student's map over the input.
+    """
+    rgb = to_rgb(images)
+    size = rgb.shape[-3:-1]
+    return {
+        "image": rgb,
+        "teacher": colorize(upsample(teacher_maps, size), cmap),
+        "student": colorize(upsample(student_maps, size), cmap),
+        "overlay": overlay(images, student_maps, cmap=cmap),
+    }
+
+
+def pair_grid(images, student_maps, teacher_maps, cmap: str = DEFAULT_CMAP,
+              gap: int = 2) -> np.ndarray:
+    """One picture comparing a pair's maps: rows are examples, columns `GRID_COLUMNS`.
+
+    Tiles smaller than 96 pixels a side are enlarged by an integer factor (nearest neighbour),
+    and separated by `gap` white pixels.
+
+    Args:
+        images: `(B, H, W, C)` inputs, C in {1, 3}.
+        student_maps: `(B, h, w)` the student's maps of one pair.
+        teacher_maps: `(B, h', w')` the teacher's maps of that pair.
+        cmap: name of a matplotlib colormap.
+        gap: pixels between tiles.
+
+    Returns:
+        A float32 array `(B * T + (B - 1) * gap, 4 * T' + 3 * gap, 3)` in [0, 1], with `T, T'`
+        the enlarged tile height and width.
+
+    Example:
+
+    >>> pair_grid(np.zeros((2, 32, 32, 3)), np.ones((2, 8, 8)), np.ones((2, 8, 8))).shape
+    (194, 390, 3)
+    """
+    pictures = pair_maps(images, student_maps, teacher_maps, cmap)
+    tiles = np.stack([pictures[kind] for kind in GRID_COLUMNS], axis=1)  # (B, 4, H, W, 3)
+    scale = max(1, -(-_MIN_TILE // max(tiles.shape[2:4])))
+    tiles = tiles.repeat(scale, axis=2).repeat(scale, axis=3)
+    tiles = np.pad(tiles, ((0, 0), (0, 0), (0, gap), (0, gap), (0, 0)), constant_values=1.0)
+    rows, columns, height, width, _ = tiles.shape
+    grid = tiles.transpose(0, 2, 1, 3, 4).reshape(rows * height, columns * width, 3)
+    return grid[: grid.shape[0] - gap, : grid.shape[1] - gap].astype("float32")
+
+
 def plot_attention(
     distiller,
     images,
@@ -194,15 +253,17 @@ def plot_attention(
         raise ValueError(f"`max_images` must be an integer >= 1, got {max_images!r}.")
     if path is not None and os.path.exists(path) and not overwrite:
         raise FileExistsError(f"{os.fspath(path)!r} exists; pass overwrite=True to replace it.")
+    from matplotlib.figure import Figure
+
     images = _image_batch(images)[:max_images]
     maps = distiller.attention_maps(images)
     if not maps:
         raise ValueError("The distiller has no activation pairs, so there are no maps to plot.")
-    size = images.shape[1:3]
     columns = [("image", to_rgb(images))]
     for name, (student_map, teacher_map) in maps.items():
-        columns.append((f"{name}\nteacher", colorize(upsample(teacher_map, size), cmap)))
-        columns.append((f"{name}\nstudent", colorize(upsample(student_map, size), cmap)))
+        pictures = pair_maps(images, student_map, teacher_map, cmap)
+        columns.append((f"{name}\nteacher", pictures["teacher"]))
+        columns.append((f"{name}\nstudent", pictures["student"]))
 
     rows = len(images)
     figure = Figure(figsize=(_CELL * len(columns), _CELL * rows), dpi=dpi, layout="constrained")

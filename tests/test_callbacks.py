@@ -15,7 +15,7 @@ from tensorboard.backend.event_processing import event_accumulator
 
 import keras_at
 from keras_at.callbacks import AttentionMapLogger, BetaDecay, BetaScheduler
-from keras_at.visualize import to_rgb
+from keras_at.visualize import GRID_COLUMNS, pair_maps
 
 
 def distiller(channels=3, **weights):
@@ -259,6 +259,12 @@ def decode_images(event):
     return int(width), int(height), images
 
 
+def grid_tile(grid, row, column, tile, scale, gap=2):
+    """The tile at (row, column) of a `pair_grid` picture, shrunk back by its `scale`."""
+    top, left = row * (tile + gap), column * (tile + gap)
+    return grid[top:top + tile:scale, left:left + tile:scale, :3]
+
+
 def test_attention_maps_are_written_next_to_keras_tensorboard(tmp_path):
     log_dir = str(tmp_path / "logs")
     x, y = data(16)
@@ -269,21 +275,31 @@ def test_attention_maps_are_written_next_to_keras_tensorboard(tmp_path):
 
     assert "epoch_loss" in tensor_tags(read_events(os.path.join(log_dir, "train")))
     events = read_events(os.path.join(log_dir, "attention"))
-    expected = {f"attention/{pair}/{kind}" for pair in ("group0", "group1")
-                for kind in ("student", "teacher", "overlay", "distance")}
+    # One picture per pair (and its distance): 2, not 2 pairs x 3 kinds x 4 examples.
+    expected = {f"attention/{pair}{kind}" for pair in ("group0", "group1")
+                for kind in ("", "/distance")}
     assert tensor_tags(events) == expected
 
-    raw = np.round(to_rgb(x[:4]) * 255)
+    # 16x16 inputs: tiles enlarged 6x to 96 pixels, 2 white pixels between them.
+    tile, scale = 96, 6
+    final_maps = model.attention_maps(x[:4])
     for pair in ("group0", "group1"):
-        for kind in ("student", "teacher", "overlay"):
-            logged = tensor_events(events, f"attention/{pair}/{kind}")
-            assert [e.step for e in logged] == [0, 1]
-            for event in logged:
-                width, height, images = decode_images(event)
-                assert (width, height) == (16, 16) and len(images) == 4
-                assert all(image.shape == (16, 16, 3) for image in images)
-            if kind == "overlay":
-                assert np.abs(np.stack(images).astype(float) - raw).mean() > 10
+        logged = tensor_events(events, f"attention/{pair}")
+        assert [e.step for e in logged] == [0, 1]
+        for event in logged:
+            width, height, images = decode_images(event)
+            assert len(images) == 1
+            assert (height, width) == (4 * tile + 3 * 2, len(GRID_COLUMNS) * tile + 3 * 2)
+            assert images[0].shape[:2] == (height, width)
+        # The last grid's tiles are the image and the pair's maps with the final weights.
+        pictures = pair_maps(x[:4], *final_maps[pair])
+        for row in range(4):
+            for column, kind in enumerate(GRID_COLUMNS):
+                got = grid_tile(images[0], row, column, tile, scale).astype(float)
+                np.testing.assert_allclose(got, np.round(pictures[kind][row] * 255), atol=1,
+                                           err_msg=f"{pair} row {row} {kind}")
+        assert np.abs(pictures["overlay"] - pictures["image"]).mean() * 255 > 10
+        assert np.abs(pictures["teacher"] - pictures["student"]).mean() > 0
 
         # The distance is the pair's at_loss on the logged batch, with the final weights.
         distances = tensor_events(events, f"attention/{pair}/distance")
@@ -302,12 +318,14 @@ def test_every_n_epochs_on_grayscale_images(tmp_path):
     logger = AttentionMapLogger(str(tmp_path), x, every_n_epochs=2, max_images=3)
     model.fit(x, y, batch_size=8, epochs=3, callbacks=[logger], verbose=0)
     events = read_events(str(tmp_path / "attention"))
-    overlays = tensor_events(events, "attention/group1/overlay")
-    assert [e.step for e in overlays] == [0, 2]
-    width, height, images = decode_images(overlays[-1])
-    assert (width, height) == (16, 16) and len(images) == 3
-    # The gray input is tinted by the colour map: channels differ where the map is drawn.
-    assert any(np.ptp(image.astype(int), axis=-1).max() > 0 for image in images)
+    grids = tensor_events(events, "attention/group1")
+    assert [e.step for e in grids] == [0, 2]
+    width, height, images = decode_images(grids[-1])
+    assert (height, width) == (3 * 96 + 2 * 2, 4 * 96 + 3 * 2) and len(images) == 1
+    # The gray input is gray in its column and tinted by the colour map in the overlay.
+    image = grid_tile(images[0], 0, 0, 96, 6).astype(int)
+    overlaid = grid_tile(images[0], 0, 3, 96, 6).astype(int)
+    assert np.ptp(image, axis=-1).max() == 0 and np.ptp(overlaid, axis=-1).max() > 0
 
 
 def test_logger_needs_a_distiller_with_pairs(tmp_path):

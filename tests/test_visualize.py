@@ -1,5 +1,9 @@
 """Rendering of attention maps as numpy arrays and as a PNG figure."""
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 from conftest import tiny_net
@@ -82,3 +86,54 @@ def test_plot_attention_on_grayscale_without_saving():
     assert len(figure.axes) == 2 * 3
     with pytest.raises(ValueError, match="images"):
         visualize.plot_attention(distiller, images(2, channels=1)[0])
+
+
+def test_pair_grid_rows_are_examples_and_columns_image_teacher_student_overlay():
+    x = images(3)
+    student = np.random.default_rng(1).random((3, 4, 4))
+    teacher = np.random.default_rng(2).random((3, 8, 8))
+    grid = visualize.pair_grid(x, student, teacher, gap=2)
+    # 16-pixel tiles enlarged 6x to 96, 2 white pixels between tiles.
+    assert grid.shape == (3 * 96 + 2 * 2, 4 * 96 + 3 * 2, 3)
+    assert grid.min() >= 0 and grid.max() <= 1
+    pictures = visualize.pair_maps(x, student, teacher)
+    assert tuple(pictures) == visualize.GRID_COLUMNS
+    for row in range(3):
+        for column, kind in enumerate(visualize.GRID_COLUMNS):
+            top, left = row * 98, column * 98
+            np.testing.assert_array_equal(grid[top:top + 96:6, left:left + 96:6],
+                                          pictures[kind][row])
+    np.testing.assert_array_equal(grid[96:98], 1.0)  # the gap between rows is white
+    # Tiles of 96 pixels or more are not enlarged.
+    big = visualize.pair_grid(np.zeros((1, 100, 100, 1)), student[:1], teacher[:1], gap=0)
+    assert big.shape == (100, 400, 3)
+
+
+def test_import_keras_at_does_not_import_matplotlib():
+    """keras_at imports with matplotlib unimportable; only drawing needs it.
+
+    (Keras 3.15 itself imports matplotlib.pyplot when it is installed, so `sys.modules` after
+    `import keras_at` cannot tell; hiding matplotlib can.)
+    """
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    code = """if True:
+        import importlib.abc, sys
+
+        class Hide(importlib.abc.MetaPathFinder):
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] == "matplotlib":
+                    raise ModuleNotFoundError(f"No module named {name!r}")
+
+        sys.meta_path.insert(0, Hide())
+        import keras_at, keras_at.callbacks, keras_at.visualize
+        try:
+            keras_at.visualize.colorize([[0.0, 1.0]])
+        except ImportError as err:
+            print("drawing needs:", err)
+        print(sorted(m for m in sys.modules if m.startswith("matplotlib")))
+    """
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            env={**os.environ, "PYTHONPATH": root}, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.strip().splitlines()
+    assert lines[-2:] == ["drawing needs: No module named 'matplotlib'", "[]"]

@@ -42,8 +42,10 @@ def resnet(
     functional model so that the output of each group of residual blocks (the ReLU after its
     last `Add`, at 1/4, 1/8, 1/16 and 1/32 of the input resolution) is a top-level layer named
     `group0` ... `group3`. Whichever library built it, `pairs="auto"` pairs a ResNet-18 with
-    a ResNet-34 group by group. The result holds only core Keras layers: it saves and loads
-    without keras-cv or keras-hub.
+    a ResNet-34 group by group. The result holds core Keras layers and keras-at's `BatchNorm`:
+    it saves and loads without keras-cv or keras-hub, where `keras_at` is imported;
+    `keras_at.export_student` writes a copy of core Keras layers only, which loads without
+    keras-at too.
 
     A backbone built here gets fb.resnet.torch's He normal init (fan_out, untruncated) on its
     convolution kernels instead of Glorot; a backbone passed in keeps its weights (a
@@ -64,8 +66,9 @@ def resnet(
             (kernels, dense bias, BN scale and shift) carries a `keras.regularizers.L2(wd / 2)`
             penalty (gradient `wd * w` before momentum), unlike the decoupled
             `keras.optimizers.SGD(weight_decay=wd)`.
-        backbone: `"keras_cv"` or `"keras_hub"` (needs keras-hub installed, e.g.
-            `pip install keras-at[hub]`) builds a fresh backbone with that library. A built
+        backbone: `"keras_cv"` or `"keras_hub"` (needs keras-hub installed, e.g. with
+            `pip install ".[hub]"` in a keras-at checkout) builds a fresh backbone with that
+            library. A built
             `keras_cv.models.ResNetBackbone` or `keras_hub.models.ResNetBackbone` of the
             `depth` given, such as keras-hub's ImageNet-pretrained
             `ResNetBackbone.from_preset("resnet_18_imagenet")`, is copied with its weights
@@ -143,8 +146,8 @@ def _keras_hub_backbone(depth: int, input_shape: tuple) -> keras.Model:
     except ImportError as err:
         raise ImportError(
             "resnet(backbone='keras_hub') needs keras-hub, which could not be imported "
-            f"({err}). Install it with `pip install keras-hub` (or `pip install keras-at[hub]`), "
-            "or use backbone='keras_cv'."
+            f"({err}). Install it with `pip install keras-hub` (or `pip install \".[hub]\"` in a "
+            "keras-at checkout), or use backbone='keras_cv'."
         ) from err
     return keras_hub.models.ResNetBackbone(
         input_conv_filters=[64],
