@@ -69,11 +69,19 @@ def _sparse(y, classes) -> bool:
 
 
 def _assert_none(bad, y, message):
-    """An assertion that no element of `bad` is true, printing the offending values of `y`."""
-    offending, _ = tf.unique(tf.reshape(tf.boolean_mask(y, bad), [-1]))
-    return tf.debugging.Assert(
-        tf.logical_not(tf.reduce_any(bad)), [message, offending], summarize=20
-    )
+    """An assertion that no element of `bad` is true, printing the offending values of `y`.
+
+    The offending values are gathered only when the check fails (in a `tf.cond` branch), so a
+    step with good labels runs a reduction and a branch, not a mask of the batch.
+    """
+
+    def fail():
+        offending, _ = tf.unique(tf.reshape(tf.boolean_mask(y, bad), [-1]))
+        check = tf.debugging.Assert(False, [message, offending], summarize=20)
+        with tf.control_dependencies([check]):
+            return tf.constant(False)
+
+    return tf.cond(tf.reduce_any(bad), fail, lambda: tf.constant(True))
 
 
 def refuse_empty(x) -> None:
