@@ -51,11 +51,12 @@ def save_atomically(save, filepath, overwrite: bool = True, **kwargs) -> None:
     """Calls `save(path, overwrite=True, **kwargs)` (a model's `save` or `save_weights`) on a
     temporary file and renames it over `filepath`; an existing file is kept unless `overwrite`.
 
-    Remote paths (`gs://...`) and sharded weights (`max_shard_size`, several files) are written
-    by Keras directly.
+    Remote paths (`gs://...`), sharded weights (`max_shard_size`, several files) and unzipped
+    models (`zipped=False`, a folder) are written by Keras directly.
     """
     refuse_overwrite(filepath, overwrite)
-    if "://" in str(filepath) or kwargs.get("max_shard_size") is not None:
+    several = kwargs.get("max_shard_size") is not None or kwargs.get("zipped") is False
+    if "://" in str(filepath) or several:
         save(filepath, overwrite=True, **kwargs)
         return
     with replacing(filepath) as temporary:
