@@ -99,15 +99,16 @@ def check_saved_pairs(store, pairs, adapters) -> None:
 
     raise ValueError(
         f"These weights were saved by a Distiller with pairs {listed(saved)}, but this "
-        f"Distiller has pairs {listed(expected)}: their hint adapters differ. Build the "
-        "Distiller with the saved pairs, or load the networks' weights alone "
-        "(`distiller.student.load_weights(...)`, `distiller.teacher.load_weights(...)`)."
+        f"Distiller has pairs {listed(expected)}: their hint adapters differ. Load them into a "
+        "Distiller built with the saved pairs (its `student` and `teacher` are then the trained "
+        "networks)."
     )
 
 
 def load_own_variables(layer, store, optional=()) -> None:
-    """Assigns `layer`'s own variables from `store` (numbered keys), as Keras does, except that a
-    file without the trailing `optional` variables (saved before they existed) still loads."""
+    """Assigns `layer`'s own variables from `store` (numbered keys), as
+    `keras.layers.Layer.load_own_variables` does, except that a file without the trailing
+    `optional` variables (saved before they existed) still loads."""
     variables = layer._trainable_variables + layer._non_trainable_variables
     keys = sorted((k for k in store.keys() if k.isdigit()), key=int)
     missing = variables[len(keys):]
