@@ -5,6 +5,9 @@ variables read by the compiled step, so a schedule that assigns them takes
 effect at the next step without recompiling. They are also part of the
 Distiller's weights, so `keras.callbacks.BackupAndRestore` and checkpoints
 restore the scheduled value when training resumes.
+
+`BackupAndRestore` (exact mid-epoch resume) and `TerminateOnNaN` (non-finite
+terms and weights) live in their own modules and are exported here.
 """
 
 from __future__ import annotations
