@@ -17,6 +17,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_at.callbacks import AttentionMapLogger, BetaDecay, BetaScheduler
+from keras_at.saving import save_atomically
 
 # === Optimizer ===
 
@@ -289,7 +290,7 @@ def run(args, script: str, load_data, make_teacher, make_student) -> dict:
         fit(model, train, test, run_dir, "student", args.epochs, args.verbose,
             schedules=transfer_schedules(args), attention_images=first_images(test),
             test_every=args.test_every)
-        student.save(os.path.join(run_dir, "student.keras"))
+        save_atomically(student.save, os.path.join(run_dir, "student.keras"))
     return _finish(run_dir, "student", student, start)
 
 
@@ -320,7 +321,7 @@ def _train_alone(model, phase, train, test, args, run_dir, epochs) -> None:
         metrics=["accuracy"],
     )
     fit(model, train, test, run_dir, phase, epochs, args.verbose, test_every=args.test_every)
-    model.save(os.path.join(run_dir, f"{phase}.keras"))
+    save_atomically(model.save, os.path.join(run_dir, f"{phase}.keras"))
 
 
 def _finish(run_dir, phase, model, start) -> dict:

@@ -285,7 +285,7 @@ def main(argv=None) -> dict:
             print(f"{LABELS[method]}: {weights}, teacher {wide.name}, pairs {distiller.pairs}.")
             _training.fit(distiller, train, test, run_dir, method, args.epochs, args.verbose,
                           test_every=args.test_every)
-            net.save(path)
+            keras_at.saving.save_atomically(net.save, path)
         epochs = _common.read_json(history_path)[method]
         results["methods"][method] = {"weights": weights, "teacher": wide.name,
                                       "pairs": [list(pair) for pair in pairs],

@@ -5,6 +5,9 @@ variables read by the compiled step, so a schedule that assigns them takes
 effect at the next step without recompiling. They are also part of the
 Distiller's weights, so `keras.callbacks.BackupAndRestore` and checkpoints
 restore the scheduled value when training resumes.
+
+`BackupAndRestore` (exact mid-epoch resume) and `TerminateOnNaN` (non-finite
+terms and weights) live in their own modules and are exported here.
 """
 
 from __future__ import annotations
@@ -16,11 +19,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_at.backup import BackupAndRestore
 from keras_at.distiller import Distiller
+from keras_at.terminate_on_nan import TerminateOnNaN
 from keras_at.visualize import DEFAULT_CMAP, GRID_COLUMNS, pair_grid
-from keras_at.weights import TERMS, WEIGHTS
+from keras_at.weights import WEIGHTS
 
-__all__ = ["AttentionMapLogger", "BetaDecay", "BetaScheduler", "TerminateOnNaN"]
+__all__ = ["AttentionMapLogger", "BackupAndRestore", "BetaDecay", "BetaScheduler", "TerminateOnNaN"]
 
 
 def _check_weight_name(weight):
@@ -35,6 +40,19 @@ def _check_distiller(callback, model, weight=None):
             f"{type(callback).__name__} needs a keras_at.Distiller{wanted}, but the model being "
             f"trained is a {type(model).__name__}."
         )
+
+
+def _scheduled_epoch(model, weight) -> int:
+    """The epoch whose schedule set `weight`'s current value, or -1 when unknown (none was
+    recorded, or the value was assigned since)."""
+    epoch, value = keras.ops.convert_to_numpy(model.schedule_marks)[WEIGHTS.index(weight)]
+    return int(epoch) if value == np.float32(getattr(model, weight)) else -1
+
+
+def _mark(model, weight, epoch):
+    marks = keras.ops.convert_to_numpy(model.schedule_marks).copy()
+    marks[WEIGHTS.index(weight)] = (epoch, getattr(model, weight))
+    model.schedule_marks.assign(marks)
 
 
 @keras.saving.register_keras_serializable(package="keras_at")
@@ -53,7 +71,9 @@ class BetaScheduler(keras.callbacks.Callback):
     the epoch gives the right value after resuming (`initial_epoch`,
     `BackupAndRestore`). A schedule that depends on the current value also
     resumes correctly, since the weight variables are saved and restored with
-    the Distiller's weights.
+    the Distiller's weights, with the epoch whose schedule they hold
+    (`distiller.schedule_marks`): a run resumed from a mid-epoch backup
+    does not apply that epoch's schedule a second time.
 
     Args:
         schedule: function `(epoch, current_value) -> new_value`, the epoch
@@ -84,19 +104,31 @@ class BetaScheduler(keras.callbacks.Callback):
         self.schedule = schedule
         self.weight = weight
         self.verbose = verbose
+        self._first_epoch, self._last_scheduled = False, -1
 
     def on_train_begin(self, logs=None):
         _check_distiller(self, self.model, self.weight)
+        self._first_epoch = True
 
     def on_epoch_begin(self, epoch, logs=None):
+        self._last_scheduled = _scheduled_epoch(self.model, self.weight)
+        first, self._first_epoch = self._first_epoch, False
+        if first and self._last_scheduled == epoch:
+            # Resumed from a mid-epoch backup: the restored value is this epoch's already.
+            return
         current = getattr(self.model, self.weight)
         value = self._checked(epoch, self.schedule(epoch, current))
         try:
             setattr(self.model, self.weight, value)
         except ValueError as error:  # e.g. alpha > 1: say which epoch asked for it
             raise ValueError(f"The schedule of `{self.weight}` at epoch {epoch}: {error}") from None
+        _mark(self.model, self.weight, epoch)
         if self.verbose > 0:
             print(f"\nEpoch {epoch + 1}: {type(self).__name__} setting {self.weight} to {value}.")
+
+    def on_train_end(self, logs=None):
+        # A finished fit leaves no mark: the next fit applies its first epoch's schedule.
+        _mark(self.model, self.weight, -1)
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
@@ -146,8 +178,9 @@ class BetaDecay(BetaScheduler):
     Distiller the first time this callback trains it. When that first epoch
     is a resumed one (`BackupAndRestore`, or restored weights with
     `initial_epoch`), the decay already applied is divided out of the
-    restored value. Pass `initial_value` when resuming from a fresh model
-    whose weights were not restored.
+    restored value (up to the epoch whose schedule it holds, which the
+    Distiller saves with its weights). Pass `initial_value` when resuming
+    from a fresh model whose weights were not restored.
 
     Args:
         factor: multiplier applied at each listed epoch, finite and >= 0
@@ -204,8 +237,10 @@ class BetaDecay(BetaScheduler):
 
     def _decayed(self, epoch, current):
         if self.initial_value is None and self._base_model is not self.model:
-            # First epoch on this model: `current` holds the value scheduled for epoch - 1.
-            applied = self._decays_up_to(epoch - 1)
+            # First epoch on this model: `current` holds the value scheduled for the last
+            # scheduled epoch, or for epoch - 1 when none is recorded.
+            last = self._last_scheduled if self._last_scheduled >= 0 else epoch - 1
+            applied = self._decays_up_to(last)
             self._base = current / self.factor**applied if applied and self.factor else current
             self._base_model = self.model
         return self._base * self.factor ** self._decays_up_to(epoch)
@@ -329,44 +364,3 @@ class AttentionMapLogger(keras.callbacks.Callback):
     @classmethod
     def from_config(cls, config):
         return cls(**config)
-
-
-@keras.saving.register_keras_serializable(package="keras_at")
-class TerminateOnNaN(keras.callbacks.TerminateOnNaN):
-    """Stops training on a non-finite loss and names the terms that went non-finite.
-
-    `keras.callbacks.TerminateOnNaN` stops a Distiller too, but only says the
-    loss is invalid; this one says which of `task_loss`, `at_loss`,
-    `kd_loss`, `hint_loss`, `grad_at_loss`, ... was non-finite first, so a
-    diverging AT weight is told apart from a diverging learning rate.
-    With `raise_error=True` it raises at once, so no later callback (a
-    `ModelCheckpoint` at the epoch's end) writes the broken weights.
-
-    Args:
-        raise_error: raise a `RuntimeError` instead of stopping gracefully.
-
-    Example:
-
-    ```python
-    distiller.fit(ds, epochs=10, callbacks=[keras_at.callbacks.TerminateOnNaN()])
-    ```
-    """
-
-    def on_batch_end(self, batch, logs=None):
-        logs = logs or {}
-        loss = logs.get("loss")
-        if loss is None or math.isfinite(float(loss)):
-            return
-        terms = ["task_loss", *TERMS.values()]
-        bad = [f"{k}={float(logs[k])}" for k in terms
-               if k in logs and not math.isfinite(float(logs[k]))]
-        culprit = ", ".join(bad) if bad else "no single term (the regularisation losses)"
-        message = (f"Batch {batch}: non-finite loss {float(loss)}; non-finite terms: {culprit}. "
-                   "Terminating training.")
-        if self.raise_error:
-            raise RuntimeError(message)
-        print(message)
-        self.model.stop_training = True
-
-    def get_config(self):
-        return {"raise_error": self.raise_error}

@@ -16,7 +16,8 @@ LABEL_CHECK_SCOPE = "check_labels"
 
 
 def check_batch(x, y, tap, model_name: str):
-    """Refuses images the tapped student cannot take, and labels outside its classes.
+    """Refuses images the tapped student cannot take, and labels outside its classes (or float
+    class indices with a fractional part), printing the offending label values.
 
     Returns `y`, made to wait for the label check: a loss reading the returned labels cannot
     run first and fail with its own, less clear, message.
@@ -41,16 +42,46 @@ def check_batch(x, y, tap, model_name: str):
             f"{model_name!r}, which expects {expected}: check the rank (B, H, W, C), "
             "the channel count and the image size."
         )
-    if y is not None and y.dtype.is_integer:
-        classes = tap.outputs[0].shape[-1]
-        with tf.name_scope(LABEL_CHECK_SCOPE):
-            in_range = tf.reduce_all((y >= 0) & (y < tf.cast(classes, y.dtype)))
-            check = tf.debugging.Assert(
-                in_range, [f"Labels must be in [0, {classes}), the student's classes; got:", y]
-            )
-            with tf.control_dependencies([check]):
-                return tf.identity(y)
-    return y
+    classes = tap.outputs[0].shape[-1]
+    if y is None or not (y.dtype.is_integer or (y.dtype.is_floating and _sparse(y, classes))):
+        return y  # one-hot or soft labels: the loss reads them as given
+    with tf.name_scope(LABEL_CHECK_SCOPE):
+        checks = []
+        if y.dtype.is_floating:
+            # A sparse loss casts float labels to int: 2.7 would silently become class 2.
+            fractional = tf.not_equal(y, tf.round(y))
+            checks.append(_assert_none(
+                fractional, y, "Float labels must be whole class indices; fractional labels:"
+            ))
+        outside = (y < 0) | (y >= tf.cast(classes, y.dtype))
+        checks.append(_assert_none(
+            outside, y, f"Labels must be in [0, {classes}), the student's classes; got labels:"
+        ))
+        with tf.control_dependencies(checks):
+            return tf.identity(y)
+
+
+def _sparse(y, classes) -> bool:
+    """Whether float `y` holds one class index per example, `(B,)` or `(B, 1)`, rather than
+    one-hot rows or a binary classifier's soft targets (one logit)."""
+    rank = y.shape.rank
+    return classes != 1 and (rank == 1 or (rank == 2 and y.shape[-1] == 1))
+
+
+def _assert_none(bad, y, message):
+    """An assertion that no element of `bad` is true, printing the offending values of `y`.
+
+    The offending values are gathered only when the check fails (in a `tf.cond` branch), so a
+    step with good labels runs a reduction and a branch, not a mask of the batch.
+    """
+
+    def fail():
+        offending, _ = tf.unique(tf.reshape(tf.boolean_mask(y, bad), [-1]))
+        check = tf.debugging.Assert(False, [message, offending], summarize=20)
+        with tf.control_dependencies([check]):
+            return tf.constant(False)
+
+    return tf.cond(tf.reduce_any(bad), fail, lambda: tf.constant(True))
 
 
 def refuse_empty(x) -> None:

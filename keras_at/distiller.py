@@ -30,12 +30,12 @@ import tensorflow as tf
 from keras import ops
 
 from keras_at import features as feat
+from keras_at import saving
 from keras_at.attention import check_attention_args, normalized_attention
 from keras_at.checks import (
     check_batch,
     per_example_weights,
     refuse_empty,
-    refuse_overwrite,
     split_teacher_gradients,
 )
 from keras_at.gradient_cache import TeacherGradientCache, step_gradients
@@ -188,6 +188,11 @@ class Distiller(TeacherGradientCache, keras.Model):
         self._check_kd_classes(self.alpha)
         self._temperature = keras.Variable(
             temperature, trainable=False, dtype="float32", name="temperature"
+        )
+        # Per weight, (epoch, value) a schedule callback last set (-1: none): saved with the
+        # weights, so a run resumed mid-epoch does not apply that epoch's schedule twice.
+        self.schedule_marks = keras.Variable(
+            [[-1.0, 0.0]] * len(WEIGHTS), trainable=False, dtype="float32", name="schedule_marks"
         )
         self.task_loss_tracker = keras.metrics.Mean(name="task_loss")
         self.term_trackers = [keras.metrics.Mean(name=term) for term in TERMS.values()]
@@ -536,14 +541,31 @@ class Distiller(TeacherGradientCache, keras.Model):
 
     # === Saving ===
     def save(self, filepath, overwrite: bool = False, **kwargs):
-        """As `keras.Model.save`, but an existing file is kept unless `overwrite=True`."""
-        refuse_overwrite(filepath, overwrite)
-        super().save(filepath, overwrite=True, **kwargs)
+        """As `keras.Model.save`, but atomic (a temporary file renamed over the target), and an
+        existing file is kept unless `overwrite=True`."""
+        saving.save_atomically(super().save, filepath, overwrite, **kwargs)
 
     def save_weights(self, filepath, overwrite: bool = False, **kwargs):
-        """As `keras.Model.save_weights`, but an existing file is kept unless `overwrite=True`."""
-        refuse_overwrite(filepath, overwrite)
-        super().save_weights(filepath, overwrite=True, **kwargs)
+        """As `keras.Model.save_weights`, atomic and never overwriting unless `overwrite=True`."""
+        saving.save_atomically(super().save_weights, filepath, overwrite, **kwargs)
+
+    def load_weights(self, filepath, *args, **kwargs):
+        """As `keras.Model.load_weights`; a term the loaded weights switch on is computed."""
+        super().load_weights(filepath, *args, **kwargs)
+        for name in WEIGHTS:
+            if name not in self._active and getattr(self, name) != 0:
+                self._set_loss_weight(name, getattr(self, name))
+
+    def save_own_variables(self, store):
+        super().save_own_variables(store)
+        store[saving.PAIRS_KEY] = saving.pairs_record(self.pairs, self.hint_adapters)
+
+    def load_own_variables(self, store):
+        saving.check_saved_pairs(store, self.pairs, self.hint_adapters)
+        # Added after 0.1.0, in this order: files saved before them still load.
+        optional = [self._loss_weights["symmetry_output_beta"], self._temperature,
+                    self.schedule_marks]
+        saving.load_own_variables(self, store, optional=optional)
 
     def compile_from_config(self, config):
         config = keras.saving.deserialize_keras_object(config)

@@ -72,7 +72,13 @@ def files(root: str, split: str, classes: tuple[str, ...]) -> tuple[list[str], n
             f"Image folder {directory} has class folders {unknown} that are not among the "
             f"classes {list(classes)} of {root}."
         )
-    paths, labels, positions = [], [], []
+    if len(classes) == 1:
+        warnings.warn(
+            f"Image folder {root} has a single class, {classes[0]!r}: a classifier trained on it "
+            "learns nothing. Put each class in its own sub-folder.",
+            stacklevel=3,
+        )
+    paths, labels, positions, empty = [], [], [], []
     for label, name in enumerate(classes):
         found = []
         for parent, dirs, names in os.walk(os.path.join(directory, name)):
@@ -82,10 +88,18 @@ def files(root: str, split: str, classes: tuple[str, ...]) -> tuple[list[str], n
                 for file in sorted(names)
                 if not file.startswith(".") and file.lower().endswith(EXTENSIONS)
             ]
+        if not found:
+            empty.append(name)
         paths += found
         labels += [label] * len(found)
         # The j-th of n files sits at (j + 0.5) / n of the way through the split.
         positions += [(j + 0.5) / len(found) for j in range(len(found))]
+    if empty:
+        warnings.warn(
+            f"Image folder {directory} has no images of the classes {empty} (empty class "
+            f"folders, or no files with the extensions {EXTENSIONS}).",
+            stacklevel=3,
+        )
     order = np.lexsort((np.asarray(labels), np.asarray(positions)))
     return [paths[i] for i in order], np.asarray(labels, np.int32)[order]
 
