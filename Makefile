@@ -1,4 +1,4 @@
-# Two commands on a fresh machine: `make demo` and `make test`.
+# Two commands on a fresh machine: `make demo` and `make test`. `make smoke` tests the wheel.
 VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
@@ -7,9 +7,9 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 # oneDNN convolutions also on CPUs where TensorFlow leaves them off (no AVX-512): a WRN training step 1.8x faster here.
 export TF_ENABLE_ONEDNN_OPTS ?= 1
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test smoke lint bench clean
 
-$(VENV)/.installed: setup.py
+$(VENV)/.installed: setup.py keras_at/_version.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[test]"
@@ -19,11 +19,16 @@ demo: $(VENV)/.installed
 	$(PY) examples/reproduce.py --quick
 
 test: $(VENV)/.installed
-	$(PY) -m ruff check keras_at examples tests benchmarks
+	$(PY) -m ruff check keras_at examples tests benchmarks scripts setup.py
 	$(PY) -m pytest -q
+
+# The wheel as a user gets it: built, installed alone into a fresh venv in a temporary folder,
+# imported and fitted from there (scripts/smoke_test.py).
+smoke: $(VENV)/.installed
+	$(PY) scripts/smoke_test.py
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/throughput.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) build dist *.egg-info .pytest_cache
