@@ -27,7 +27,9 @@ setup(
     packages=find_packages(include=["keras_at", "keras_at.*"]),
     # Non-Python files inside keras_at/ (MANIFEST.in grafts them) go into the wheel too.
     include_package_data=True,
-    license="Apache-2.0",
+    # An SPDX expression (License-Expression, PEP 639): it replaces the License classifier,
+    # which setuptools >= 77 deprecates.
+    license_expression="Apache-2.0",
     license_files=["LICENSE"],
     keywords=[
         "attention transfer",
@@ -43,7 +45,6 @@ setup(
         "Development Status :: 3 - Alpha",
         "Intended Audience :: Developers",
         "Intended Audience :: Science/Research",
-        "License :: OSI Approved :: Apache Software License",
         "Programming Language :: Python :: 3",
         "Programming Language :: Python :: 3 :: Only",
         # CI's Python; tests/test_release.py checks the one it runs on is listed.

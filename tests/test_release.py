@@ -61,10 +61,11 @@ def test_license_file_and_metadata_agree(metadata):
     text = (ROOT / "LICENSE").read_text(encoding="utf-8")
     assert text.split()[:4] == ["Apache", "License", "Version", "2.0,"]
     assert "END OF TERMS AND CONDITIONS" in text
-    assert metadata["license"] == "Apache-2.0"
+    assert metadata["license_expression"] == "Apache-2.0"
     assert metadata["license_files"] == ["LICENSE"]
-    licenses = [c for c in metadata["classifiers"] if c.startswith("License ::")]
-    assert licenses == ["License :: OSI Approved :: Apache Software License"]
+    # PEP 639: the expression replaces License classifiers; both would be two claims.
+    assert not [c for c in metadata["classifiers"] if c.startswith("License ::")]
+    assert "license" not in metadata
 
 
 def test_python_versions_claimed_are_the_tested_ones(metadata):
