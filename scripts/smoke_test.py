@@ -82,13 +82,12 @@ def readme_links(readme_text):
 
 def check_sdist(sdist, readme_text):
     with tarfile.open(sdist) as tar:
-        names = [n.split("/", 1)[1] for n in tar.getnames() if "/" in n]
-    files = set(names)
+        files = {m.name.split("/", 1)[1] for m in tar.getmembers() if m.isfile()}
     missing = [f for f in (*SDIST_REQUIRED, *readme_links(readme_text)) if f not in files]
     check(not missing, f"{sdist.name} lacks {missing}")
     unwanted = sorted(f for f in files if SDIST_FORBIDDEN.search(f))
     check(not unwanted, f"{sdist.name} holds files a user does not need: {unwanted[:20]}")
-    return {f for f in files if f.startswith("keras_at/") and not f.endswith("/")}
+    return {f for f in files if f.startswith("keras_at/")}
 
 
 def check_wheel(wheel, package_files):
