@@ -2,6 +2,7 @@
 VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
+WHEELS ?= .wheels
 export KERAS_BACKEND := tensorflow
 export TF_CPP_MIN_LOG_LEVEL := 2
 # oneDNN convolutions also on CPUs where TensorFlow leaves them off (no AVX-512): a WRN training step 1.8x faster here.
@@ -9,10 +10,15 @@ export TF_ENABLE_ONEDNN_OPTS ?= 1
 
 .PHONY: demo test smoke lint bench clean
 
+# Every dependency is fetched once, as a wheel kept in $(WHEELS), and installed from there: make
+# smoke installs the package into a second, fresh venv from the same wheels without fetching
+# them again (pip's HTTP cache stays empty behind a registry proxy that sends no cache headers).
 $(VENV)/.installed: setup.py keras_at/_version.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip wheel --quiet --wheel-dir $(WHEELS) ".[test]" "setuptools>=77"
+	rm -f $(WHEELS)/keras_at-*.whl
+	$(PY) -m pip install --quiet --no-index --find-links $(WHEELS) -e ".[test]"
 	touch $@
 
 demo: $(VENV)/.installed
@@ -25,10 +31,10 @@ test: $(VENV)/.installed
 # The wheel as a user gets it: built, installed alone into a fresh venv in a temporary folder,
 # imported and fitted from there (scripts/smoke_test.py).
 smoke: $(VENV)/.installed
-	$(PY) scripts/smoke_test.py
+	$(PY) scripts/smoke_test.py --find-links $(WHEELS)
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/throughput.py
 
 clean:
-	rm -rf $(VENV) build dist *.egg-info .pytest_cache
+	rm -rf $(VENV) $(WHEELS) build dist *.egg-info .pytest_cache

@@ -44,7 +44,7 @@ ROOT = Path(__file__).resolve().parent.parent
 SDIST_REQUIRED = ("README.md", "LICENSE", "CHANGELOG.md", "setup.py", "pyproject.toml",
                   "keras_at/__init__.py", "keras_at/_version.py")
 SDIST_FORBIDDEN = re.compile(
-    r"(^|/)(runs|results|\.venv|venv|dist|build|\.ci|\.git|__pycache__|\.pytest_cache|"
+    r"(^|/)(runs|results|\.venv|venv|\.wheels|dist|build|\.ci|\.git|__pycache__|\.pytest_cache|"
     r"\.ruff_cache)(/|$)|\.py[cod]$"
 )
 
@@ -101,7 +101,7 @@ def check_wheel(wheel, package_files):
     check(any(n.endswith("licenses/LICENSE") for n in dist_info), f"{wheel.name} has no LICENSE")
 
 
-def build_and_install(keep):
+def build_and_install(keep, find_links=None):
     timings = {}
     readme_text = (ROOT / "README.md").read_text(encoding="utf-8")
     dist = ROOT / "dist"
@@ -126,6 +126,8 @@ def build_and_install(keep):
         # This Python's pip installs into the venv (`--python`): it reads the cache the make
         # test venv's install filled, which the older pip a new venv bundles does not.
         install = [sys.executable, "-m", "pip", "--python", python, "install", "--quiet", wheel]
+        if find_links:  # the dependencies' wheels, offline
+            install += ["--no-index", "--find-links", find_links]
         run(install, work / "install.log", env=env)
         timings["install"] = time.monotonic() - start
         say(f"installed the wheel into {venv} in {timings['install']:.0f} s")
@@ -236,6 +238,8 @@ def inside_checks(readme):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keep", action="store_true", help="keep the temporary venv")
+    parser.add_argument("--find-links", type=Path, help="install the dependencies from this "
+                        "folder of wheels, offline (make smoke: the one `make` fills)")
     parser.add_argument("--inside", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--readme", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -244,7 +248,7 @@ def main():
             inside_checks(args.readme)
             return
         start = time.monotonic()
-        timings = build_and_install(args.keep)
+        timings = build_and_install(args.keep, args.find_links)
     except SmokeError as error:
         say(f"error: {error}")
         sys.exit(1)
