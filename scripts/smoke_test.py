@@ -123,9 +123,10 @@ def build_and_install(keep, find_links=None):
         venv = work / "venv"
         run([sys.executable, "-m", "venv", "--without-pip", venv], work / "venv.log", env=env)
         python = venv / "bin" / "python"
-        # This Python's pip installs into the venv (`--python`): it reads the cache the make
-        # test venv's install filled, which the older pip a new venv bundles does not.
-        install = [sys.executable, "-m", "pip", "--python", python, "install", "--quiet", wheel]
+        # This Python's pip installs into the venv (`--python`), so the venv needs no pip of its
+        # own. --no-compile: Python compiles what the checks import, not all of TensorFlow.
+        install = [sys.executable, "-m", "pip", "--python", python, "install", "--quiet",
+                   "--no-compile", wheel]
         if find_links:  # the dependencies' wheels, offline
             install += ["--no-index", "--find-links", find_links]
         run(install, work / "install.log", env=env)
