@@ -16,7 +16,7 @@ export TF_ENABLE_ONEDNN_OPTS ?= 1
 $(VENV)/.installed: setup.py keras_at/_version.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip wheel --quiet --wheel-dir $(WHEELS) ".[test]" "setuptools>=77"
+	$(PY) -m pip wheel --quiet --wheel-dir $(WHEELS) --find-links $(WHEELS) ".[test]" "setuptools>=77"
 	rm -f $(WHEELS)/keras_at-*.whl
 	$(PY) -m pip install --quiet --no-index --find-links $(WHEELS) -e ".[test]"
 	touch $@

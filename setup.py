@@ -69,7 +69,7 @@ setup(
         # keras-cv's successor: `models.resnet(backbone="keras_hub")` and keras-hub backbones.
         # Tested with 0.32, which needs Python >= 3.11.
         "hub": ["keras-hub>=0.32"],
-        # build: `make smoke` builds the wheel and sdist (scripts/smoke_test.py).
-        "test": ["pytest", "ruff", "keras-hub>=0.32", "build"],
+        # build and uv: `make smoke` builds the wheel and sdist, uv installs it in a fresh venv.
+        "test": ["pytest", "ruff", "keras-hub>=0.32", "build", "uv"],
     },
 )
