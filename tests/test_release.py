@@ -90,3 +90,13 @@ def test_changelog_has_unreleased_and_the_current_version():
     assert keras_at.__version__ in headings, (keras_at.__version__, headings)
     dated = re.findall(r"^## \[([^\]]+)\] - (\d{4}-\d{2}-\d{2})$", text, re.MULTILINE)
     assert [v for v, _ in dated] == headings[1:], "every released version needs a date"
+
+
+def test_ci_runs_the_smoke_test_before_the_tests_so_pytest_closes_the_output():
+    commands = [
+        line.strip()
+        for line in (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+    assert "make smoke" in commands
+    assert commands[-1] == "make test", commands[-1]
