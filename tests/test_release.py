@@ -92,11 +92,12 @@ def test_changelog_has_unreleased_and_the_current_version():
     assert [v for v, _ in dated] == headings[1:], "every released version needs a date"
 
 
-def test_ci_runs_the_smoke_test_before_the_tests_so_pytest_closes_the_output():
+def test_ci_runs_the_smoke_test_before_the_tests_so_a_test_runner_closes_the_output():
+    # The smoke test prints no counts; CI is judged on the last test runner's summary line.
     commands = [
         line.strip()
         for line in (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
         if line.strip() and not line.lstrip().startswith("#")
     ]
-    assert "make smoke" in commands
-    assert commands[-1] == "make test", commands[-1]
+    assert "make smoke" in commands and "make test" in commands, commands
+    assert commands.index("make smoke") < commands.index("make test"), commands
