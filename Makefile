@@ -1,29 +1,40 @@
-# Two commands on a fresh machine: `make demo` and `make test`.
+# Two commands on a fresh machine: `make demo` and `make test`. `make smoke` tests the wheel.
 VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
+WHEELS ?= .wheels
 export KERAS_BACKEND := tensorflow
 export TF_CPP_MIN_LOG_LEVEL := 2
 # oneDNN convolutions also on CPUs where TensorFlow leaves them off (no AVX-512): a WRN training step 1.8x faster here.
 export TF_ENABLE_ONEDNN_OPTS ?= 1
 
-.PHONY: demo test lint bench clean
+.PHONY: demo test smoke lint bench clean
 
-$(VENV)/.installed: setup.py
+# Every dependency is fetched once, as a wheel kept in $(WHEELS), and installed from there: make
+# smoke installs the package into a second, fresh venv from the same wheels without fetching
+# them again (pip's HTTP cache stays empty behind a registry proxy that sends no cache headers).
+$(VENV)/.installed: setup.py keras_at/_version.py
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[test]"
+	$(PY) -m pip wheel --quiet --wheel-dir $(WHEELS) --find-links $(WHEELS) ".[test]" "setuptools>=77"
+	rm -f $(WHEELS)/keras_at-*.whl
+	$(PY) -m pip install --quiet --no-index --find-links $(WHEELS) -e ".[test]"
 	touch $@
 
 demo: $(VENV)/.installed
 	$(PY) examples/reproduce.py --quick
 
 test: $(VENV)/.installed
-	$(PY) -m ruff check keras_at examples tests benchmarks
+	$(PY) -m ruff check keras_at examples tests benchmarks scripts setup.py
 	$(PY) -m pytest -q
+
+# The wheel as a user gets it: built, installed alone into a fresh venv in a temporary folder,
+# imported and fitted from there (scripts/smoke_test.py).
+smoke: $(VENV)/.installed
+	$(PY) scripts/smoke_test.py --find-links $(WHEELS)
 
 bench: $(VENV)/.installed
 	$(PY) benchmarks/throughput.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info .pytest_cache
+	rm -rf $(VENV) $(WHEELS) build dist *.egg-info .pytest_cache

@@ -1,16 +1,59 @@
+import re
+from pathlib import Path
+
 from setuptools import find_packages, setup
+
+HERE = Path(__file__).resolve().parent
+
+
+def read_version():
+    """`__version__` parsed from keras_at/_version.py, its one home (no import: TensorFlow)."""
+    text = (HERE / "keras_at" / "_version.py").read_text(encoding="utf-8")
+    match = re.search(r"""^__version__ = ["']([^"']+)["']$""", text, re.MULTILINE)
+    if match is None:
+        raise RuntimeError("keras_at/_version.py has no line `__version__ = \"X.Y.Z\"`")
+    return match.group(1)
+
 
 setup(
     name="keras-at",
-    version="0.1.0",
+    version=read_version(),
     description=(
         "Attention transfer (Zagoruyko & Komodakis, ICLR 2017) for Keras 3 / TensorFlow: "
         "activation- and gradient-based AT, KD and FitNets-style hints."
     ),
-    long_description=open("README.md", encoding="utf-8").read(),
+    long_description=(HERE / "README.md").read_text(encoding="utf-8"),
     long_description_content_type="text/markdown",
     packages=find_packages(include=["keras_at", "keras_at.*"]),
-    python_requires=">=3.10",
+    # Non-Python files inside keras_at/ (MANIFEST.in grafts them) go into the wheel too.
+    include_package_data=True,
+    # An SPDX expression (License-Expression, PEP 639): it replaces the License classifier,
+    # which setuptools >= 77 deprecates.
+    license_expression="Apache-2.0",
+    license_files=["LICENSE"],
+    keywords=[
+        "attention transfer",
+        "knowledge distillation",
+        "keras",
+        "tensorflow",
+        "deep learning",
+        "model compression",
+        "wide resnet",
+    ],
+    project_urls={"Paper": "https://arxiv.org/abs/1612.03928"},
+    classifiers=[
+        "Development Status :: 3 - Alpha",
+        "Intended Audience :: Developers",
+        "Intended Audience :: Science/Research",
+        "Programming Language :: Python :: 3",
+        "Programming Language :: Python :: 3 :: Only",
+        # CI's Python; tests/test_release.py checks the one it runs on is listed.
+        "Programming Language :: Python :: 3.11",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+        "Topic :: Scientific/Engineering :: Image Recognition",
+    ],
+    # 3.11: the only Python the tests run on, and keras-hub 0.32 (the test extra) needs it.
+    python_requires=">=3.11",
     install_requires=[
         "tensorflow>=2.16",
         "keras>=3.12",
@@ -24,8 +67,9 @@ setup(
     ],
     extras_require={
         # keras-cv's successor: `models.resnet(backbone="keras_hub")` and keras-hub backbones.
-        # Tested with 0.32, which needs Python >= 3.11; the core package runs on 3.10.
+        # Tested with 0.32, which needs Python >= 3.11.
         "hub": ["keras-hub>=0.32"],
-        "test": ["pytest", "ruff", "keras-hub>=0.32"],
+        # build and uv: `make smoke` builds the wheel and sdist, uv installs it in a fresh venv.
+        "test": ["pytest", "ruff", "keras-hub>=0.32", "build", "uv"],
     },
 )

@@ -19,4 +19,4 @@ __all__ = [
     "models",
     "visualize",
 ]
-__version__ = "0.1.0"
+from keras_at._version import __version__ as __version__

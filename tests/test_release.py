@@ -1,0 +1,103 @@
+"""Release metadata: one version, a license the metadata matches, a changelog that has it.
+
+The build and a fresh install of the wheel are `make smoke` (scripts/smoke_test.py), in CI:
+too slow for the suite.
+"""
+
+import re
+import runpy
+import sys
+from pathlib import Path
+
+import pytest
+import setuptools
+
+import keras_at
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="module")
+def metadata():
+    """The keyword arguments setup.py passes to `setuptools.setup`, setup.py run as written."""
+    captured = {}
+    patch = pytest.MonkeyPatch()
+    patch.setattr(setuptools, "setup", lambda **kwargs: captured.update(kwargs))
+    try:
+        runpy.run_path(str(ROOT / "setup.py"), run_name="__main__")
+    finally:
+        patch.undo()
+    return captured
+
+
+def test_version_is_written_once_and_setup_py_reads_it(metadata):
+    from keras_at import _version
+
+    assert metadata["version"] == keras_at.__version__ == _version.__version__
+    assert re.fullmatch(r"\d+\.\d+\.\d+", keras_at.__version__)
+    init = (ROOT / "keras_at" / "__init__.py").read_text(encoding="utf-8")
+    assert keras_at.__version__ not in init, "keras_at/__init__.py writes the version itself"
+    setup_py = (ROOT / "setup.py").read_text(encoding="utf-8")
+    assert keras_at.__version__ not in setup_py, "setup.py writes the version itself"
+
+
+def test_setup_py_parses_the_version_file(tmp_path):
+    # A copy of setup.py beside a _version.py of another version reads that version.
+    (tmp_path / "keras_at").mkdir()
+    (tmp_path / "keras_at" / "_version.py").write_text('__version__ = "9.8.7"\n')
+    (tmp_path / "README.md").write_text("readme")
+    (tmp_path / "setup.py").write_text((ROOT / "setup.py").read_text(encoding="utf-8"))
+    captured = {}
+    patch = pytest.MonkeyPatch()
+    patch.setattr(setuptools, "setup", lambda **kwargs: captured.update(kwargs))
+    try:
+        runpy.run_path(str(tmp_path / "setup.py"), run_name="__main__")
+    finally:
+        patch.undo()
+    assert captured["version"] == "9.8.7"
+
+
+def test_license_file_and_metadata_agree(metadata):
+    text = (ROOT / "LICENSE").read_text(encoding="utf-8")
+    assert text.split()[:4] == ["Apache", "License", "Version", "2.0,"]
+    assert "END OF TERMS AND CONDITIONS" in text
+    assert metadata["license_expression"] == "Apache-2.0"
+    assert metadata["license_files"] == ["LICENSE"]
+    # PEP 639: the expression replaces License classifiers; both would be two claims.
+    assert not [c for c in metadata["classifiers"] if c.startswith("License ::")]
+    assert "license" not in metadata
+
+
+def test_python_versions_claimed_are_the_tested_ones(metadata):
+    minimum = re.fullmatch(r">=3\.(\d+)", metadata["python_requires"])
+    assert minimum, metadata["python_requires"]
+    listed = sorted(
+        int(c.rsplit(".", 1)[1])
+        for c in metadata["classifiers"]
+        if re.fullmatch(r"Programming Language :: Python :: 3\.\d+", c)
+    )
+    assert listed and listed[0] == int(minimum.group(1)), (listed, metadata["python_requires"])
+    running = f"Programming Language :: Python :: 3.{sys.version_info.minor}"
+    assert running in metadata["classifiers"], (
+        f"the tests run on Python 3.{sys.version_info.minor}: list it in setup.py's classifiers"
+    )
+
+
+def test_changelog_has_unreleased_and_the_current_version():
+    text = (ROOT / "CHANGELOG.md").read_text(encoding="utf-8")
+    headings = re.findall(r"^## \[([^\]]+)\]", text, re.MULTILINE)
+    assert headings[0] == "Unreleased", headings
+    assert keras_at.__version__ in headings, (keras_at.__version__, headings)
+    dated = re.findall(r"^## \[([^\]]+)\] - (\d{4}-\d{2}-\d{2})$", text, re.MULTILINE)
+    assert [v for v, _ in dated] == headings[1:], "every released version needs a date"
+
+
+def test_ci_runs_the_smoke_test_before_the_tests_so_a_test_runner_closes_the_output():
+    # The smoke test prints no counts; CI is judged on the last test runner's summary line.
+    commands = [
+        line.strip()
+        for line in (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
+        if line.strip() and not line.lstrip().startswith("#")
+    ]
+    assert "make smoke" in commands and "make test" in commands, commands
+    assert commands.index("make smoke") < commands.index("make test"), commands
