@@ -1,0 +1,62 @@
+"""The Distiller under `tf.distribute.MultiWorkerMirroredStrategy` on Keras 3 (TF backend).
+
+Workaround for keras-team/keras issue 20585 ("Does Keras 3 work with
+MultiWorkerMirroredStrategy?"), open on Keras 3.15: in multi-worker mode Keras's TF trainer
+
+1. reduces the first distributed batch with `strategy.reduce("MEAN", batch, axis=None)` in
+   `_maybe_symbolic_build`, which cannot convert a `PerReplica` under the collective strategy
+   ("Attempt to convert a value (PerReplica:...) to a Tensor"), and
+2. reduces every step's logs with `strategy.reduce("MEAN", value, axis=0)`, which fails on the
+   scalar metric results ("Invalid reduction dimension 0 for input with 0 dimensions").
+
+The Distiller alone gets the fix (other models keep Keras's behaviour): the symbolic build
+reads one replica's batch (only shapes and dtypes matter), and each logged scalar is given a
+leading axis of length 1, so the mean over replicas is a scalar again. Metric results are
+already the global values on every replica (their variables are summed across replicas on
+update), so their mean is that value. `tests/test_multi_worker.py` runs plain Keras as an
+expected failure: when it starts passing, this module can go.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+from keras import tree
+
+
+def in_multi_worker_mode(strategy=None) -> bool:
+    """Whether `strategy` (default: the current one) is a collective strategy over workers."""
+    strategy = strategy or tf.distribute.get_strategy()
+    return isinstance(
+        strategy, tf.distribute.MultiWorkerMirroredStrategy
+    ) and strategy.extended._in_multi_worker_mode()
+
+
+def _with_leading_axis(value):
+    if isinstance(value, tf.Tensor) and value.shape.rank == 0:
+        return tf.reshape(value, [1])
+    return value
+
+
+class MultiWorkerSupport:
+    """Mixin for `keras.Model` subclasses built at construction (the Distiller)."""
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        strategy = self.distribute_strategy
+        if iterator is None or not in_multi_worker_mode(strategy):
+            return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+        for _, _, it in iterator:
+            batch = tree.map_structure(
+                lambda v: strategy.experimental_local_results(v)[0], next(it)
+            )
+            break
+        with strategy.scope():
+            self._symbolic_build(data_batch=batch)
+
+    def _make_function(self, step_function):
+        if not in_multi_worker_mode(self.distribute_strategy):
+            return super()._make_function(step_function)
+
+        def step(data):
+            return tree.map_structure(_with_leading_axis, step_function(data))
+
+        return super()._make_function(step)
