@@ -19,6 +19,7 @@ expected failure: when it starts passing, this module can go.
 
 from __future__ import annotations
 
+import keras
 import tensorflow as tf
 from keras import tree
 
@@ -52,6 +53,10 @@ class MultiWorkerSupport:
         with strategy.scope():
             self._symbolic_build(data_batch=batch)
 
+    def fit(self, *args, callbacks=None, **kwargs):
+        return super().fit(*args, callbacks=chief_only(callbacks, self.distribute_strategy),
+                           **kwargs)
+
     def _make_function(self, step_function):
         if not in_multi_worker_mode(self.distribute_strategy):
             return super()._make_function(step_function)
@@ -60,3 +65,45 @@ class MultiWorkerSupport:
             return tree.map_structure(_with_leading_axis, step_function(data))
 
         return super()._make_function(step)
+
+
+def is_chief(strategy=None) -> bool:
+    """True on the worker that writes checkpoints and logs (always True outside multi-worker)."""
+    strategy = strategy or tf.distribute.get_strategy()
+    return not in_multi_worker_mode(strategy) or strategy.extended.should_checkpoint
+
+
+class _RestoreOnly(keras.callbacks.BackupAndRestore):
+    """A non-chief's `BackupAndRestore`: restores from the chief's backup, never writes it."""
+
+    def _save_model(self):
+        pass
+
+    def on_train_end(self, logs=None):
+        pass  # the chief deletes the backup
+
+
+def chief_only(callbacks, strategy=None):
+    """`callbacks` as this worker runs them: on a non-chief, no callback writes files.
+
+    TensorBoard, ModelCheckpoint, CSVLogger and AttentionMapLogger run on the chief only (they
+    read replicated weights and logs and run no collective op, so the others can skip them);
+    BackupAndRestore restores on every worker from the chief's `backup_dir`, which must be
+    storage that every worker reads (the same directory on one host, a shared file system
+    across hosts), and only the chief writes it.
+    """
+    if is_chief(strategy) or not callbacks:
+        return callbacks
+    from keras_at.callbacks import AttentionMapLogger  # keras_at.callbacks imports the Distiller
+
+    writers = (keras.callbacks.TensorBoard, keras.callbacks.ModelCheckpoint,
+               keras.callbacks.CSVLogger, AttentionMapLogger)
+    kept = []
+    for callback in callbacks:
+        if isinstance(callback, keras.callbacks.BackupAndRestore):
+            callback = _RestoreOnly(callback.backup_dir, callback.save_freq,
+                                    callback.double_checkpoint, callback.delete_checkpoint)
+        elif isinstance(callback, writers):
+            continue
+        kept.append(callback)
+    return kept

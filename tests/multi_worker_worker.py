@@ -1,25 +1,27 @@
 """One worker of a 2-worker `MultiWorkerMirroredStrategy` cluster, run by test_multi_worker.py.
 
-`python multi_worker_worker.py OUT_JSON MODE [DIR]`, with `TF_CONFIG` naming this worker.
-Each worker has one CPU device, so the cluster has two replicas. Modes:
+`python multi_worker_worker.py OUT_JSON MODE DIR`, with `TF_CONFIG` naming this worker. Each
+worker has one CPU device, so the cluster has two replicas. Modes:
 
-- `fit`: plain Keras's `fit` (its error, if any, recorded as `plain`), then the Distiller's
-  `evaluate`, `fit` and `predict`; writes logs, history, predictions and weights to OUT_JSON.
-- `backup`: the Distiller's `fit` with `BackupAndRestore` in DIR; the worker whose index is in
-  `$KERAS_AT_CRASH_AT` ("worker:epoch") exits abruptly at the start of that epoch.
-
-`python multi_worker_worker.py OUT_JSON single` runs the `fit` mode's Distiller part in one
-process on one device: the reference for the global means.
+- `first`: plain Keras's `fit` (its error, if any, recorded as `plain`), the Distiller's
+  `evaluate`, `fit` and `predict` (results to OUT_JSON); then 3 epochs with BackupAndRestore
+  in DIR/backup, TensorBoard and AttentionMapLogger in DIR/logs<worker index> (results to
+  OUT_JSON.backup.json). `$KERAS_AT_CRASH_AT="worker:epoch:batch"` SIGKILLs that worker before
+  that batch.
+- `resume`: the 3 epochs again, resumed from DIR/backup.
+- `single`: `first` in one process on one device, without crash: the reference.
 """
 
 import json
 import os
+import signal
 import sys
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import tensorflow as tf  # noqa: E402
 
-if sys.argv[2] != "single":
+MODE = sys.argv[2]
+if MODE != "single":
     # Collective ops must be configured before TensorFlow runs anything.
     STRATEGY = tf.distribute.MultiWorkerMirroredStrategy()
 else:
@@ -76,10 +78,11 @@ def weights(model):
     return [w.tolist() for w in model.get_weights()]
 
 
-def fit_mode(out):
+def fit_checks():
+    """plain Keras, then the Distiller's evaluate, fit (2 epochs) and predict."""
     x, y = data()
     result = {}
-    if sys.argv[2] != "single":
+    if MODE != "single":
         result["plain"] = plain_keras(x, y)
         result["replicas"] = STRATEGY.num_replicas_in_sync
     distiller = make()
@@ -93,16 +96,59 @@ def fit_mode(out):
     result["teacher_unchanged"] = all(
         np.array_equal(a, b) for a, b in zip(teacher, weights(distiller.teacher))
     )
-    with open(out, "w") as f:
+    return result
+
+
+class Crash(keras.callbacks.Callback):
+    """Kills this process (SIGKILL: no cleanup) before batch `batch` of epoch `epoch`."""
+
+    def __init__(self, epoch, batch):
+        super().__init__()
+        self.at, self.epoch = (epoch, batch), None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if (self.epoch, batch) == self.at:
+            os.kill(os.getpid(), signal.SIGKILL)
+
+
+def backup_fit(directory):
+    """3 epochs with BackupAndRestore, TensorBoard and AttentionMapLogger (crash if asked)."""
+    x, y = data()
+    distiller = make()
+    teacher = weights(distiller.teacher)
+    index = STRATEGY.cluster_resolver.task_id if MODE != "single" else "single"
+    logs = os.path.join(directory, f"logs{index}")  # one directory per worker, to tell apart
+    callbacks = [keras.callbacks.BackupAndRestore(os.path.join(directory, "backup")),
+                 keras.callbacks.TensorBoard(logs),
+                 keras_at.callbacks.AttentionMapLogger(logs, x[:2])]
+    crash = os.environ.get("KERAS_AT_CRASH_AT")  # "worker:epoch:batch"
+    if crash and MODE != "single":
+        worker, epoch, batch = map(int, crash.split(":"))
+        if worker == index:
+            callbacks.append(Crash(epoch, batch))
+    history = distiller.fit(x, y, batch_size=BATCH, epochs=3, shuffle=False, verbose=0,
+                            callbacks=callbacks)
+    return {"epochs": history.epoch, "student": weights(distiller.student),
+            "teacher_unchanged": all(np.array_equal(a, b) for a, b in
+                                     zip(teacher, weights(distiller.teacher)))}
+
+
+def write(path, result):
+    with open(path + ".tmp", "w") as f:
         json.dump(result, f)
+    os.replace(path + ".tmp", path)
 
 
 def main():
-    out, mode = sys.argv[1], sys.argv[2]
-    if mode in ("fit", "single"):
-        fit_mode(out)
-    else:
-        raise SystemExit(f"unknown mode {mode!r}")
+    out, directory = sys.argv[1], sys.argv[3]
+    if MODE not in ("first", "resume", "single"):
+        raise SystemExit(f"unknown mode {MODE!r}")
+    if MODE != "resume":
+        write(out, fit_checks())
+    write(out + ".backup.json", backup_fit(directory))
 
 
 if __name__ == "__main__":
