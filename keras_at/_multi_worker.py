@@ -14,10 +14,18 @@ reads one replica's batch (only shapes and dtypes matter), and each logged scala
 leading axis of length 1, so the mean over replicas is a scalar again. Metric results are
 already the global values on every replica (their variables are summed across replicas on
 update), so their mean is that value. `tests/test_multi_worker.py` runs plain Keras as an
-expected failure: when it starts passing, this module can go.
+expected failure: when it starts passing, the two overrides can go.
+
+`chief_only` (called from the same mixin's `fit`) is not a workaround but the multi-worker
+file discipline Keras 3 leaves to the user: only the chief writes where a user looks.
 """
 
 from __future__ import annotations
+
+import copy
+import os
+import shutil
+import tempfile
 
 import keras
 import tensorflow as tf
@@ -73,37 +81,66 @@ def is_chief(strategy=None) -> bool:
     return not in_multi_worker_mode(strategy) or strategy.extended.should_checkpoint
 
 
-class _RestoreOnly(keras.callbacks.BackupAndRestore):
-    """A non-chief's `BackupAndRestore`: restores from the chief's backup, never writes it."""
+class _PrivateBackup(keras.callbacks.BackupAndRestore):
+    """A non-chief's `BackupAndRestore`: restores from the chief's backup, saves privately.
+
+    It still saves, because saving reads every variable, and reading a variable synchronised
+    on read (BatchNormalization's moving statistics) is a collective op every worker must run.
+    """
+
+    def __init__(self, chief: keras.callbacks.BackupAndRestore, private: str):
+        super().__init__(chief.backup_dir, chief.save_freq, chief.double_checkpoint,
+                         delete_checkpoint=False)  # the chief deletes its backup
+        self._private = keras.callbacks.BackupAndRestore(
+            os.path.join(private, "backup"), chief.save_freq, chief.double_checkpoint)
 
     def _save_model(self):
-        pass
+        self._private.set_model(self.model)
+        self._private._current_epoch = self._current_epoch
+        self._private._last_batch_seen = self._last_batch_seen
+        self._private._save_model()
+
+
+class _RemoveDirectory(keras.callbacks.Callback):
+    def __init__(self, path):
+        super().__init__()
+        self.path = path
 
     def on_train_end(self, logs=None):
-        pass  # the chief deletes the backup
+        shutil.rmtree(self.path, ignore_errors=True)
+
+
+# The attribute that holds each writing callback's path, set before `on_train_begin` reads it.
+_WRITER_PATHS = {
+    keras.callbacks.TensorBoard: "log_dir",
+    keras.callbacks.ModelCheckpoint: "filepath",
+    keras.callbacks.CSVLogger: "filename",
+}
 
 
 def chief_only(callbacks, strategy=None):
-    """`callbacks` as this worker runs them: on a non-chief, no callback writes files.
+    """`callbacks` as this worker runs them: on a non-chief, they write into a temporary directory.
 
-    TensorBoard, ModelCheckpoint, CSVLogger and AttentionMapLogger run on the chief only (they
-    read replicated weights and logs and run no collective op, so the others can skip them);
-    BackupAndRestore restores on every worker from the chief's `backup_dir`, which must be
-    storage that every worker reads (the same directory on one host, a shared file system
-    across hosts), and only the chief writes it.
+    TensorBoard, ModelCheckpoint, CSVLogger and AttentionMapLogger keep running on every worker
+    (what they read may be collective, so all workers must read alike), but outside the chief
+    into a private directory, removed when `fit` ends. BackupAndRestore restores on every
+    worker from the chief's `backup_dir`, which must be a path every worker reads (the same
+    disk, or a shared file system); only the chief writes there.
     """
     if is_chief(strategy) or not callbacks:
         return callbacks
     from keras_at.callbacks import AttentionMapLogger  # keras_at.callbacks imports the Distiller
 
-    writers = (keras.callbacks.TensorBoard, keras.callbacks.ModelCheckpoint,
-               keras.callbacks.CSVLogger, AttentionMapLogger)
+    private = tempfile.mkdtemp(prefix="keras-at-worker-")
+    paths = {**_WRITER_PATHS, AttentionMapLogger: "log_dir"}
     kept = []
-    for callback in callbacks:
+    for i, callback in enumerate(callbacks):
         if isinstance(callback, keras.callbacks.BackupAndRestore):
-            callback = _RestoreOnly(callback.backup_dir, callback.save_freq,
-                                    callback.double_checkpoint, callback.delete_checkpoint)
-        elif isinstance(callback, writers):
-            continue
+            callback = _PrivateBackup(callback, private)
+        for kind, attribute in paths.items():
+            if isinstance(callback, kind):
+                callback = copy.copy(callback)
+                name = os.path.basename(getattr(callback, attribute).rstrip("/\\"))
+                setattr(callback, attribute, os.path.join(private, str(i), name))
         kept.append(callback)
-    return kept
+    return [*kept, _RemoveDirectory(private)]

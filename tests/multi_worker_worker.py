@@ -96,6 +96,13 @@ def fit_checks():
     result["teacher_unchanged"] = all(
         np.array_equal(a, b) for a, b in zip(teacher, weights(distiller.teacher))
     )
+    # A keras_at.data pipeline: sharded across the workers, global batch = its batch_size.
+    pixels = np.random.default_rng(2).integers(0, 256, size=(64, 16, 16, 3), dtype=np.uint8)
+    pipeline = keras_at.data.from_arrays(pixels, y, batch_size=BATCH, mean=(0.5,) * 3,
+                                         std=(0.25,) * 3)
+    distiller = make()
+    result["pipeline"] = distiller.fit(pipeline, epochs=1, verbose=0).history
+    result["pipeline_student"] = weights(distiller.student)
     return result
 
 

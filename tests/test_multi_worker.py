@@ -35,12 +35,16 @@ def tf_config(ports, index):
 
 
 def start(args, env=None):
+    """Starts the worker script; its output goes to the file `<first arg>.log`."""
     env = {**os.environ, **(env or {})}
     env["PYTHONPATH"] = os.pathsep.join(
         p for p in (os.path.dirname(HERE), env.get("PYTHONPATH")) if p
     )
-    return subprocess.Popen([sys.executable, WORKER, *args], env=env, start_new_session=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    with open(f"{args[0]}.log", "w") as log:
+        proc = subprocess.Popen([sys.executable, WORKER, *args], env=env, stdout=log,
+                                stderr=subprocess.STDOUT, start_new_session=True)
+    proc.log = f"{args[0]}.log"
+    return proc
 
 
 def stop(procs):
@@ -52,14 +56,24 @@ def stop(procs):
 
 
 def wait_all(procs, deadline):
-    """Waits for every process until `deadline` (time.monotonic()); returns their outputs."""
-    outputs = []
-    try:
-        for proc in procs:
-            outputs.append(proc.communicate(timeout=max(1.0, deadline - time.monotonic()))[0])
-    finally:
-        stop(procs)
-    return outputs
+    """Waits for every process until `deadline` (time.monotonic()), then kills what is left.
+
+    Returns their outputs; a process still running at the deadline fails the test with them.
+    """
+    late = []
+    for proc in procs:
+        try:
+            proc.wait(timeout=max(1.0, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            late.append(proc)
+    stop(procs)
+    texts = []
+    for proc in procs:
+        with open(proc.log) as f:
+            texts.append(f.read())
+    assert not late, f"still running after {LIMIT_S} s:\n" + "\n".join(
+        text[-2000:] for proc, text in zip(procs, texts) if proc in late)
+    return texts
 
 
 def cluster(directory, mode, crash=None):
@@ -127,6 +141,17 @@ def test_logs_and_predictions_are_the_one_device_global_means(fitted):
                                        err_msg=name)
         np.testing.assert_allclose(worker["predict"], single["predict"], rtol=1e-4,
                                    atol=1e-5)
+
+
+def test_a_data_pipeline_is_sharded_into_global_batches_of_its_batch_size(fitted):
+    # The one-device run sees the same global batches: each worker read its half of each.
+    first, second, single = fitted
+    for worker in (first, second):
+        for name, values in single["pipeline"].items():
+            np.testing.assert_allclose(worker["pipeline"][name], values, rtol=1e-5,
+                                       err_msg=name)
+        for a, b in zip(worker["pipeline_student"], single["pipeline_student"]):
+            np.testing.assert_allclose(np.array(a), np.array(b), rtol=1e-4, atol=1e-6)
 
 
 def test_workers_end_with_the_same_student_and_an_unchanged_teacher(fitted):
