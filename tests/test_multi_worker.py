@@ -80,7 +80,8 @@ def cluster(directory, mode, crash=None):
     """Starts two workers in `mode` on free 127.0.0.1 ports; output paths and processes."""
     ports = free_ports(2)
     outs = [directory / f"{mode}{i}.json" for i in range(2)]
-    env = {"KERAS_AT_CRASH_AT": crash} if crash else {}
+    # A killed worker leaves its private directory behind: in the test's, not in /tmp.
+    env = {"TMPDIR": str(directory), **({"KERAS_AT_CRASH_AT": crash} if crash else {})}
     procs = [start([str(outs[i]), mode, str(directory)], {**env, "TF_CONFIG": tf_config(ports, i)})
              for i in range(2)]
     return outs, procs
@@ -182,6 +183,25 @@ def test_only_the_chief_writes_tensorboard_and_attention_logs(runs):
     assert other is None
     assert any(name.startswith("events.out.tfevents") for name in chief)
     assert {"train", "attention"} <= set(chief)
+
+
+def test_imagenet_multi_worker_refuses_what_it_cannot_run(monkeypatch, tmp_path):
+    sys.path.insert(0, os.path.join(os.path.dirname(HERE), "examples"))
+    try:
+        import imagenet
+    finally:
+        sys.path.pop(0)
+    base = [str(tmp_path), "--multi-worker", "--out", str(tmp_path / "run")]
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    with pytest.raises(SystemExit, match="TF_CONFIG, which is not set"):
+        imagenet.main([*base, "--teacher", "t.keras"])
+    monkeypatch.setenv("TF_CONFIG", tf_config(free_ports(2), 0))
+    with pytest.raises(SystemExit, match="from a trained --teacher only"):
+        imagenet.main(base)
+    with pytest.raises(SystemExit, match="from a trained --teacher only"):
+        imagenet.main([*base, "--teacher", "t.keras", "--beta", "0"])
+    with pytest.raises(SystemExit, match="needs --out"):
+        imagenet.main([str(tmp_path), "--multi-worker", "--teacher", "t.keras"])
 
 
 @pytest.mark.xfail(strict=True, reason="keras-team/keras issue 20585: when plain Keras fits "
