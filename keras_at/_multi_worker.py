@@ -53,6 +53,8 @@ class MultiWorkerSupport:
         strategy = self.distribute_strategy
         if iterator is None or not in_multi_worker_mode(strategy):
             return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+        # keras-team/keras#20585: Keras reduces this PerReplica batch to one tensor, which the
+        # collective strategy refuses; the build needs shapes and dtypes only: one replica's.
         for _, _, it in iterator:
             batch = tree.map_structure(
                 lambda v: strategy.experimental_local_results(v)[0], next(it)
@@ -70,6 +72,7 @@ class MultiWorkerSupport:
             return super()._make_function(step_function)
 
         def step(data):
+            # keras-team/keras#20585: Keras means the logs over replicas along axis 0.
             return tree.map_structure(_with_leading_axis, step_function(data))
 
         return super()._make_function(step)
