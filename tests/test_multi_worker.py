@@ -96,6 +96,12 @@ def check_exit(procs, texts, codes):
         assert proc.returncode == code, text[-3000:]
 
 
+def private_files(directory):
+    """What the non-chief wrote into its private temporary directories (TMPDIR = directory)."""
+    return sorted(str(p.relative_to(directory)) for p in directory.glob("keras-at-worker-*/**/*")
+                  if p.is_file())
+
+
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
     """The first run (chief SIGKILLed in epoch 1), the one-device reference, the resumed run."""
@@ -114,12 +120,14 @@ def runs(tmp_path_factory):
               "backup_after_crash": read(directory / "backup" / "training_metadata.json"),
               "logs_after_crash": [sorted(p.name for p in (directory / f"logs{i}").rglob("*"))
                                    if (directory / f"logs{i}").exists() else None
-                                   for i in range(2)]}
+                                   for i in range(2)],
+              "private_after_crash": private_files(directory)}
     outs, procs = cluster(directory, "resume")
     texts = wait_all(procs, time.monotonic() + LIMIT_S)
     check_exit(procs, texts, [0, 0])
     result["resumed"] = [read(directory / f"{out.name}.backup.json") for out in outs]
     result["backup_left"] = (directory / "backup").exists()
+    result["private_after_resume"] = private_files(directory)
     return result
 
 
@@ -183,6 +191,13 @@ def test_only_the_chief_writes_tensorboard_and_attention_logs(runs):
     assert other is None
     assert any(name.startswith("events.out.tfevents") for name in chief)
     assert {"train", "attention"} <= set(chief)
+    # The non-chief ran them too, into its private directory: left behind when it was killed,
+    # removed by its next fit when that ended.
+    written = runs["private_after_crash"]
+    assert any("/logs1/train/events.out.tfevents" in name for name in written), written
+    assert any("/logs1/attention/events.out.tfevents" in name for name in written), written
+    assert any(name.endswith("/backup/latest.weights.h5") for name in written), written
+    assert runs["private_after_resume"] == written
 
 
 def test_imagenet_multi_worker_refuses_what_it_cannot_run(monkeypatch, tmp_path):
