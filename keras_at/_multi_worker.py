@@ -87,8 +87,10 @@ def is_chief(strategy=None) -> bool:
 class _PrivateBackup(keras.callbacks.BackupAndRestore):
     """A non-chief's `BackupAndRestore`: restores from the chief's backup, saves privately.
 
-    It still saves, because saving reads every variable, and reading a variable synchronised
-    on read (BatchNormalization's moving statistics) is a collective op every worker must run.
+    It still saves, as TF's multi-worker checkpointing has every worker save: with the backup
+    skipped on the other workers, `examples/imagenet.py` (ResNet-18 <- ResNet-34, 2 workers)
+    failed in the chief's `save_weights` with a collective mismatch ("Collective instance ...
+    expected type 0 ... but got type 1"), so every worker does the same work.
     """
 
     def __init__(self, chief: keras.callbacks.BackupAndRestore, private: str):
@@ -125,8 +127,8 @@ def chief_only(callbacks, strategy=None):
     """`callbacks` as this worker runs them: on a non-chief, they write into a temporary directory.
 
     TensorBoard, ModelCheckpoint, CSVLogger and AttentionMapLogger keep running on every worker
-    (what they read may be collective, so all workers must read alike), but outside the chief
-    into a private directory, removed when `fit` ends. BackupAndRestore restores on every
+    (every worker does the same work, see `_PrivateBackup`), but outside the chief into a
+    private directory, removed when `fit` ends. BackupAndRestore restores on every
     worker from the chief's `backup_dir`, which must be a path every worker reads (the same
     disk, or a shared file system); only the chief writes there.
     """
