@@ -53,15 +53,12 @@ class MultiWorkerSupport:
         strategy = self.distribute_strategy
         if iterator is None or not in_multi_worker_mode(strategy):
             return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
-        # keras-team/keras#20585: Keras reduces this PerReplica batch to one tensor, which the
-        # collective strategy refuses; the build needs shapes and dtypes only: one replica's.
-        for _, _, it in iterator:
-            batch = tree.map_structure(
-                lambda v: strategy.experimental_local_results(v)[0], next(it)
-            )
-            break
+        # keras-team/keras#20585: Keras reduces the first PerReplica batch to one tensor, which
+        # the collective strategy refuses. The build reads shapes and dtypes only: the
+        # dataset's element spec gives them without starting (and dropping) an iteration.
+        spec = iterator.data_adapter.get_tf_dataset().element_spec
         with strategy.scope():
-            self._symbolic_build(data_batch=batch)
+            self._symbolic_build(data_batch=spec)
 
     def fit(self, *args, callbacks=None, **kwargs):
         return super().fit(*args, callbacks=chief_only(callbacks, self.distribute_strategy),

@@ -89,8 +89,14 @@ def fit_checks():
     )
     # A keras_at.data pipeline: sharded across the workers, global batch = its batch_size.
     pixels = np.random.default_rng(2).integers(0, 256, size=(64, 16, 16, 3), dtype=np.uint8)
-    pipeline = keras_at.data.from_arrays(pixels, y, batch_size=BATCH, mean=(0.5,) * 3,
-                                         std=(0.25,) * 3)
+    pipeline = keras_at.data.from_arrays(pixels, y, batch_size=BATCH, shuffle=True, seed=3,
+                                         mean=(0.5,) * 3, std=(0.25,) * 3)
+    with STRATEGY.scope():
+        try:  # without a seed, each worker would keep its share of another order
+            keras_at.data.from_arrays(pixels, y, batch_size=BATCH, shuffle=True)
+            result["unseeded"] = "accepted"
+        except ValueError as error:
+            result["unseeded"] = str(error)
     distiller = make()
     result["pipeline"] = distiller.fit(pipeline, epochs=1, verbose=0).history
     result["pipeline_student"] = weights(distiller.student)

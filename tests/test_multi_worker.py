@@ -161,6 +161,8 @@ def test_a_data_pipeline_is_sharded_into_global_batches_of_its_batch_size(fitted
                                        err_msg=name)
         for a, b in zip(worker["pipeline_student"], single["pipeline_student"]):
             np.testing.assert_allclose(np.array(a), np.array(b), rtol=1e-4, atol=1e-6)
+        assert "needs `seed=`" in worker["unseeded"]
+    assert single["unseeded"] == "accepted"  # one process: any order is its own
 
 
 def test_workers_end_with_the_same_student_and_an_unchanged_teacher(fitted):

@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import tensorflow as tf
 
+from keras_at._multi_worker import in_multi_worker_mode
 from keras_at.data import catalog, folders, sources, splits
 from keras_at.data.augment import Augmentation, resize
 from keras_at.data.catalog import DatasetInfo
@@ -198,6 +199,10 @@ def _pipeline(
 ) -> tf.data.Dataset:
     """Indices -> (shuffle) -> per-example read + augment -> batch -> normalise -> prefetch."""
     check_batch_size(batch_size)
+    if shuffle and seed is None and in_multi_worker_mode():
+        # Each worker keeps its share of one order: the orders must be the same everywhere.
+        raise ValueError("Under MultiWorkerMirroredStrategy a shuffled pipeline needs `seed=`, "
+                         "the same on every worker; got seed=None.")
     size = tuple(int(s) for s in size)
     label_table = tf.constant(np.asarray(labels, np.int32))
     data = example_indices(len(labels), shuffle, seed, augmented=augmentation is not None)
