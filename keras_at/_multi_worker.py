@@ -10,11 +10,11 @@ MultiWorkerMirroredStrategy?"), open on Keras 3.15: in multi-worker mode Keras's
    scalar metric results ("Invalid reduction dimension 0 for input with 0 dimensions").
 
 The Distiller alone gets the fix (other models keep Keras's behaviour): the symbolic build
-reads one replica's batch (only shapes and dtypes matter), and each logged scalar is given a
-leading axis of length 1, so the mean over replicas is a scalar again. Metric results are
-already the global values on every replica (their variables are summed across replicas on
-update), so their mean is that value. `tests/test_multi_worker.py` runs plain Keras as an
-expected failure: when it starts passing, the two overrides can go.
+reads the dataset's element spec (shapes and dtypes are all it needs), and each logged
+scalar is given a leading axis of length 1, so the mean over replicas is a scalar again.
+Metric results are already the global values on every replica (their variables are summed
+across replicas on update), so their mean is that value. `tests/test_multi_worker.py` runs
+plain Keras as an expected failure: when it starts passing, the two overrides can go.
 
 `chief_only` (called from the same mixin's `fit`) is not a workaround but the multi-worker
 file discipline Keras 3 leaves to the user: only the chief writes where a user looks.
