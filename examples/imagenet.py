@@ -34,6 +34,7 @@ import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import _cluster  # noqa: E402
 import _common  # noqa: E402
 import _training  # noqa: E402
 import tensorflow as tf  # noqa: E402
@@ -50,6 +51,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--cpu-replicas", type=int, default=0,
                    help="without GPUs: split the CPU into this many devices and mirror over them "
                    "(tries the multi-device path on a laptop)")
+    _cluster.add_multi_worker_arg(p)
     _common.add_teacher_args(p)
     _common.add_training_args(p, epochs=100, batch_size=256, lr=0.1, lr_epochs="31,61,91",
                               lr_decay=0.1, weight_decay=1e-4, nesterov=True,
@@ -82,7 +84,9 @@ def main(argv=None) -> dict:
     if not 1 <= args.transfer_start_epoch <= args.epochs:
         p.error(f"--transfer-start-epoch {args.transfer_start_epoch} must be in [1, --epochs "
                 f"{args.epochs}] (counted from 1): the transfer losses would never be on.")
-    mirror = strategy(args.cpu_replicas)
+    mirror = _cluster.strategy(args) if args.multi_worker else strategy(args.cpu_replicas)
+    if args.multi_worker:
+        args.out = _cluster.run_dir(args, mirror)
     print(f"{mirror.num_replicas_in_sync} replica(s): {type(mirror).__name__}.")
     classes = data.info(args.data).num_classes
     shape = (args.image_size, args.image_size, 3)

@@ -31,6 +31,7 @@ from keras import ops
 
 from keras_at import features as feat
 from keras_at import saving
+from keras_at._multi_worker import MultiWorkerSupport
 from keras_at.attention import check_attention_args, normalized_attention
 from keras_at.checks import (
     check_batch,
@@ -63,7 +64,7 @@ def _replicas() -> int:
 
 
 @keras.saving.register_keras_serializable(package="keras_at")
-class Distiller(TeacherGradientCache, keras.Model):
+class Distiller(MultiWorkerSupport, TeacherGradientCache, keras.Model):
     """Trains a student with attention transfer (and KD, hints, gradient AT) from a teacher.
 
     The teacher is frozen: it is never trained and always runs in inference

@@ -8,6 +8,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import tensorflow as tf
 
+from keras_at._multi_worker import in_multi_worker_mode
 from keras_at.data import catalog, cub, folders, sources, splits
 from keras_at.data.augment import Augmentation, centre_crop, resize
 from keras_at.data.catalog import DatasetInfo
@@ -209,6 +210,10 @@ def _pipeline(
     (`augment.centre_crop`).
     """
     check_batch_size(batch_size)
+    if shuffle and seed is None and in_multi_worker_mode():
+        # Each worker keeps its share of one order: the orders must be the same everywhere.
+        raise ValueError("Under MultiWorkerMirroredStrategy a shuffled pipeline needs `seed=`, "
+                         "the same on every worker; got seed=None.")
     size = tuple(int(s) for s in size)
     label_table = tf.constant(np.asarray(labels, np.int32))
     data = example_indices(len(labels), shuffle, seed, augmented=augmentation is not None)
@@ -230,11 +235,17 @@ def _pipeline(
     def normalise(images, batch_labels):
         return (tf.cast(images, tf.float32) - shift) / scale, batch_labels
 
+    # Under MultiWorkerMirroredStrategy each worker keeps its share of every batch (global
+    # batch = batch_size). The source is an index range, not files, so by-file sharding
+    # (AUTO's first try) cannot apply: sharding by data is said outright.
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
     return (
         data.map(example, num_parallel_calls=AUTOTUNE)
         .batch(batch_size)
         .map(normalise, num_parallel_calls=AUTOTUNE)
         .prefetch(AUTOTUNE)
+        .with_options(options)
     )
 
 
