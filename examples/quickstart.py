@@ -24,7 +24,7 @@ def train_data():  # augmented, shuffled in the same order for every network
     return keras_at.data.load("fashion_mnist", batch_size=32, limit=LIMIT, seed=SEED)
 
 
-def sgd(epochs):  # the paper's SGD (lr 0.1, x0.2 steps, momentum 0.9); steps at 1/2 and 3/4 here
+def sgd(epochs):  # the authors' SGD (lr 0.1, x0.2 steps, momentum 0.9); steps at 1/2 and 3/4 here
     steps = len(train_data())
     bounds = [epochs // 2 * steps, epochs * 3 // 4 * steps]
     return keras.optimizers.SGD(
@@ -38,7 +38,7 @@ def error(model):
     return 100 * (1 - model.evaluate(test, verbose=0)[1])
 
 
-# Weight decay 5e-4 as the paper's coupled L2 (the models' regularisers), not SGD's decoupled one.
+# Weight decay 5e-4 as the authors' coupled L2 (the models' regularisers), not SGD's decoupled one.
 keras.utils.set_random_seed(SEED)
 teacher = keras_at.models.wide_resnet(16, 2, input_shape=shape, weight_decay=5e-4)
 teacher.compile(sgd(2 * EPOCHS), ce)
