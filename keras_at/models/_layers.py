@@ -49,13 +49,6 @@ def coupled_l2(weight_decay: float) -> keras.regularizers.Regularizer | None:
 # === Validation ===
 
 
-def check_int(value: object, name: str, minimum: int = 1) -> int:
-    """Rejects non-integers (bools included) and integers below `minimum`."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"`{name}` must be an integer >= {minimum}, got {name}={value!r}.")
-    return value
-
-
 def check_weight_decay(weight_decay: float) -> float:
     if not isinstance(weight_decay, (int, float)) or weight_decay < 0:
         raise ValueError(f"`weight_decay` must be a number >= 0, got {weight_decay!r}.")
