@@ -20,8 +20,9 @@ import time
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# TensorFlow turns oneDNN on by itself only on CPUs with AVX-512 or AMX; on others (the
-# AVX2 AMD EPYC here) a WRN training step is 1.8x slower without it (README).
+# TensorFlow turns oneDNN on by itself only on CPUs with AVX-512 or AMX; on others a WRN
+# training step is much slower without it (docs/throughput_onednn_off.md beside
+# docs/throughput.md).
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 
