@@ -21,17 +21,19 @@ def check_int(value, name: str, minimum: int = 1) -> int:
     return int(value)
 
 
-def check_nonnegative(value, name: str) -> float:
-    """`value` as a float, or a `ValueError`: it must be a finite number >= 0.
-
-    Booleans and strings are refused, not read as 1.0 or parsed.
-    """
+def check_number(value, name: str) -> float:
+    """`value` as a float; booleans and strings are refused, not read as 1.0 or parsed."""
     if isinstance(value, (bool, np.bool_, str, bytes)):
         raise ValueError(f"`{name}` must be a number, got {value!r}.")
     try:
-        number = float(value)
+        return float(value)
     except (TypeError, ValueError):
         raise ValueError(f"`{name}` must be a number, got {value!r}.") from None
+
+
+def check_nonnegative(value, name: str) -> float:
+    """`value` as a float, or a `ValueError`: it must be a finite number >= 0 (`check_number`)."""
+    number = check_number(value, name)
     if not math.isfinite(number) or number < 0:
         raise ValueError(f"`{name}` must be a finite number >= 0, got {value!r}.")
     return number
