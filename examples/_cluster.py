@@ -15,7 +15,7 @@ import os
 import shutil
 import tempfile
 
-import _common
+import _training
 import tensorflow as tf
 
 from keras_at._multi_worker import is_chief
@@ -34,7 +34,7 @@ def strategy(args) -> tf.distribute.MultiWorkerMirroredStrategy:
     cluster = json.loads(os.environ["TF_CONFIG"]).get("cluster", {})
     if not cluster.get("worker") and not cluster.get("chief"):
         raise SystemExit("--multi-worker: $TF_CONFIG names no workers.")
-    if not args.teacher or args.teacher_only or not _common.transfers(args):
+    if not args.teacher or args.teacher_only or not _training.transfers(args):
         # A network trained alone runs plain keras.Model.fit, which fails under this strategy
         # on Keras 3.15 (keras-team/keras issue 20585); only the Distiller works around it.
         raise SystemExit("--multi-worker trains a student from a trained --teacher only.")

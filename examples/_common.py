@@ -20,14 +20,13 @@ import time
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# TensorFlow turns oneDNN on by itself only on CPUs with AVX-512 or AMX; on others (the
-# AVX2 AMD EPYC here) a WRN training step is 1.8x slower without it (README).
+# TensorFlow turns oneDNN on by itself only on CPUs with AVX-512 or AMX; on others a WRN
+# training step is much slower without it (docs/throughput_onednn_off.md beside
+# docs/throughput.md).
 os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 
-import keras_at  # noqa: E402
 from keras_at import data  # noqa: E402
-from keras_at.callbacks import BetaDecay  # noqa: E402
 
 # Arguments that may differ between a run and its `--resume`.
 RESUME_FREE = ("resume", "overwrite", "verbose")
@@ -194,38 +193,6 @@ def parse(parser: argparse.ArgumentParser, argv=None) -> argparse.Namespace:
     if args.teacher_only and args.teacher:
         parser.error("--teacher-only trains a teacher; it cannot be given one with --teacher.")
     return args
-
-
-def transfers(args) -> bool:
-    """Whether the student learns from a teacher at all."""
-    return args.beta > 0 or args.alpha > 0 or args.hint_beta > 0
-
-
-def distiller(student, teacher, args) -> keras_at.Distiller:
-    """The Distiller of the flags; F-ActT's adapters get the student's coupled weight decay."""
-    return keras_at.Distiller(
-        student, teacher, pairs=args.pairs, beta=args.beta, p=args.p,
-        reduction=args.attention, alpha=args.alpha, temperature=args.temperature,
-        hint_beta=args.hint_beta, hint_weight_decay=args.weight_decay,
-    )
-
-
-def beta_schedule(args, drops) -> list:
-    """A `BetaDecay` of `beta` and of `hint_beta`, each when it decays (`--beta-decay`).
-
-    They decay at `drops`, the learning-rate drops' epoch indices (`_training.drop_epochs`): by
-    default beta when AT is combined with KD, and hint_beta whenever F-ActT is on; AT alone
-    never decays.
-    """
-    defaults = {"beta": args.beta > 0 and args.alpha > 0, "hint_beta": True}
-    decays = []
-    for weight, decays_by_default in defaults.items():
-        factor = args.beta_decay
-        if factor is None:
-            factor = 0.2 if decays_by_default else 1.0
-        if factor != 1.0 and getattr(args, weight) > 0 and drops:
-            decays.append(BetaDecay(factor=factor, epochs=drops, weight=weight))
-    return decays
 
 
 # === Run directories ===

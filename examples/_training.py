@@ -1,4 +1,5 @@
-"""The example scripts' experiment: the authors' optimizer schedule, callbacks and `run`.
+"""The example scripts' experiment: the Distiller of the flags, the authors' optimizer
+schedule, callbacks and `run`.
 
 `run` trains a teacher (given, or trained first), then the student, every epoch logged into the
 run directory that `_common.prepare_run_dir` made; the SGD schedule and the callbacks that
@@ -16,8 +17,44 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+import keras_at
 from keras_at.callbacks import AttentionMapLogger, BetaDecay, BetaScheduler
 from keras_at.saving import save_atomically
+
+# === The Distiller of the flags ===
+
+
+def transfers(args) -> bool:
+    """Whether the student learns from a teacher at all."""
+    return args.beta > 0 or args.alpha > 0 or args.hint_beta > 0
+
+
+def distiller(student, teacher, args) -> keras_at.Distiller:
+    """The Distiller of the flags; F-ActT's adapters get the student's coupled weight decay."""
+    return keras_at.Distiller(
+        student, teacher, pairs=args.pairs, beta=args.beta, p=args.p,
+        reduction=args.attention, alpha=args.alpha, temperature=args.temperature,
+        hint_beta=args.hint_beta, hint_weight_decay=args.weight_decay,
+    )
+
+
+def beta_schedule(args, drops) -> list:
+    """A `BetaDecay` of `beta` and of `hint_beta`, each when it decays (`--beta-decay`).
+
+    They decay at `drops`, the learning-rate drops' epoch indices (`drop_epochs`): by
+    default beta when AT is combined with KD, and hint_beta whenever F-ActT is on; AT alone
+    never decays.
+    """
+    defaults = {"beta": args.beta > 0 and args.alpha > 0, "hint_beta": True}
+    decays = []
+    for weight, decays_by_default in defaults.items():
+        factor = args.beta_decay
+        if factor is None:
+            factor = 0.2 if decays_by_default else 1.0
+        if factor != 1.0 and getattr(args, weight) > 0 and drops:
+            decays.append(BetaDecay(factor=factor, epochs=drops, weight=weight))
+    return decays
+
 
 # === Optimizer ===
 
@@ -213,14 +250,14 @@ def before_transfer(args):
 def transfer_schedules(args) -> list:
     """The loss-weight callbacks of the student phase.
 
-    `_common.beta_schedule` at the learning-rate drops, and with `--transfer-start-epoch N > 1`:
+    `beta_schedule` at the learning-rate drops, and with `--transfer-start-epoch N > 1`:
     every transfer weight given a flag value above 0 is 0 in epochs before the N-th and that
     value from the N-th on (decayed
     by `beta_schedule`'s decay, which is a function of the epoch). Every value is a function of
     the epoch alone, so a resumed run (whose restored weight may be the 0 held before N) gets
     the same values as an uninterrupted one.
     """
-    schedules = _common.beta_schedule(args, drop_epochs(args))
+    schedules = beta_schedule(args, drop_epochs(args))
     start = transfer_start(args)
     if not start:
         return schedules
@@ -270,7 +307,7 @@ def run(args, script: str, load_data, make_teacher, make_student) -> dict:
     steps = int(train.cardinality())
 
     teacher = None
-    if _common.transfers(args) or args.teacher_only:
+    if transfers(args) or args.teacher_only:
         teacher = load_or_train_teacher(args, run_dir, train, test, make_teacher)
     if args.teacher_only:
         return _finish(run_dir, "teacher", teacher, start)
@@ -280,7 +317,7 @@ def run(args, script: str, load_data, make_teacher, make_student) -> dict:
         print(f"Training the student {student.name} alone.")
         _train_alone(student, "student", train, test, args, run_dir, args.epochs)
     else:
-        model = _common.distiller(student, teacher, before_transfer(args))
+        model = distiller(student, teacher, before_transfer(args))
         print(f"Training the student {student.name} from {teacher.name}: pairs {model.pairs}, "
               f"beta={args.beta:g}, alpha={args.alpha:g}, hint_beta={args.hint_beta:g}.")
         if transfer_start(args):

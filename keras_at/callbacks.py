@@ -12,13 +12,13 @@ terms and weights) live in their own modules and are exported here.
 
 from __future__ import annotations
 
-import math
 import os
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from keras_at._validate import check_int, check_nonnegative
 from keras_at.backup import BackupAndRestore
 from keras_at.distiller import Distiller
 from keras_at.terminate_on_nan import TerminateOnNaN
@@ -135,23 +135,12 @@ class BetaScheduler(keras.callbacks.Callback):
             logs[self.weight] = getattr(self.model, self.weight)
 
     def _checked(self, epoch, value):
-        problem = None
-        if isinstance(value, bool):
-            problem = "a bool"
-        else:
-            try:
-                value = float(value)
-            except (TypeError, ValueError):
-                problem = "not a number"
-            else:
-                if not math.isfinite(value) or value < 0:
-                    problem = "negative" if value < 0 else "not finite"
-        if problem:
+        try:
+            return check_nonnegative(value, self.weight)
+        except ValueError as error:
             raise ValueError(
-                f"The schedule of `{self.weight}` returned {value!r} at epoch {epoch} "
-                f"({problem}); expected a finite number >= 0."
-            )
-        return value
+                f"The schedule of `{self.weight}` returned {value!r} at epoch {epoch}: {error}"
+            ) from None
 
     def get_config(self):
         return {"schedule": self.schedule, "weight": self.weight, "verbose": self.verbose}
@@ -207,10 +196,7 @@ class BetaDecay(BetaScheduler):
         initial_value: float | None = None,
         verbose: int = 0,
     ):
-        if isinstance(factor, bool) or not isinstance(factor, (int, float)) or not (
-            math.isfinite(factor) and factor >= 0
-        ):
-            raise ValueError(f"`factor` must be a finite number >= 0, got {factor!r}.")
+        factor = check_nonnegative(factor, "factor")
         if isinstance(epochs, int):
             epochs = (epochs,)
         epochs = tuple(epochs)
@@ -218,15 +204,10 @@ class BetaDecay(BetaScheduler):
             raise ValueError(f"`epochs` must be integers >= 0, got {epochs!r}.")
         if len(set(epochs)) != len(epochs):
             raise ValueError(f"`epochs` lists an epoch twice: {epochs!r}.")
-        if initial_value is not None and not (
-            isinstance(initial_value, (int, float)) and math.isfinite(initial_value)
-            and initial_value >= 0
-        ):
-            raise ValueError(
-                f"`initial_value` must be None or a finite number >= 0, got {initial_value!r}."
-            )
+        if initial_value is not None:
+            check_nonnegative(initial_value, "initial_value")
         super().__init__(self._decayed, weight=weight, verbose=verbose)
-        self.factor = float(factor)
+        self.factor = factor
         self.epochs = tuple(sorted(epochs))
         self.initial_value = initial_value
         self._base = initial_value
@@ -305,9 +286,8 @@ class AttentionMapLogger(keras.callbacks.Callback):
         cmap: str = DEFAULT_CMAP,
     ):
         super().__init__()
-        for name, value in (("every_n_epochs", every_n_epochs), ("max_images", max_images)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-                raise ValueError(f"`{name}` must be an integer >= 1, got {value!r}.")
+        check_int(every_n_epochs, "every_n_epochs")
+        check_int(max_images, "max_images")
         images = np.asarray(keras.ops.convert_to_numpy(images), dtype="float32")
         if images.ndim != 4 or images.shape[-1] not in (1, 3) or len(images) == 0:
             raise ValueError(

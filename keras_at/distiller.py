@@ -48,6 +48,7 @@ from keras_at.losses import (
     symmetry_output_loss_per_example,
     weighted_mean,
 )
+from keras_at.pairs import pair_name, resolve_pairs
 from keras_at.weights import (
     GRADIENT_WEIGHTS,
     PAIR_WEIGHTS,
@@ -169,7 +170,7 @@ class Distiller(MultiWorkerSupport, TeacherGradientCache, keras.Model):
         teacher_graph = feat.graph_model(teacher, "teacher", shape)
         # A tuple: fixed (the taps, adapters and saved weights depend on it), and left alone by
         # Keras's attribute tracking.
-        self._pairs = tuple(feat.resolve_pairs(pairs, student_graph, teacher_graph))
+        self._pairs = tuple(resolve_pairs(pairs, student_graph, teacher_graph))
         # Held outside Keras's tracking: the taps share the networks' layers.
         self._taps = _Taps(
             feat.build_tap(student_graph, [s for s, _ in self.pairs], "student"),
@@ -526,7 +527,7 @@ class Distiller(MultiWorkerSupport, TeacherGradientCache, keras.Model):
             shape = (-1, *size)
             q_s = normalized_attention(s, self.p, self.reduction)
             q_t = normalized_attention(t, self.p, self.reduction, size=size)
-            maps[feat.pair_name(s_name, t_name)] = (
+            maps[pair_name(s_name, t_name)] = (
                 ops.convert_to_numpy(ops.reshape(q_s, shape)),
                 ops.convert_to_numpy(ops.reshape(q_t, shape)),
             )

@@ -14,9 +14,9 @@ import tempfile
 
 import keras
 
-from keras_at.checks import refuse_overwrite
+from keras_at._graph import is_graph_model
+from keras_at._validate import refuse_overwrite
 from keras_at.distiller import Distiller
-from keras_at.features import _is_graph_model as is_graph_model
 from keras_at.models.batch_norm import BatchNorm
 
 __all__ = ["export_student", "to_core_keras"]

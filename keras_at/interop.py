@@ -4,21 +4,9 @@ from __future__ import annotations
 
 import keras
 
-from keras_at import features as feat
+from keras_at._graph import is_graph_model, list_features
 from keras_at.attention import check_attention_args
 from keras_at.losses import at_loss
-
-
-def _four_d_layer_names(model) -> list[str]:
-    names = []
-    for layer in model.layers:
-        try:
-            output = layer.output
-        except (AttributeError, ValueError):
-            continue
-        if not isinstance(output, (list, tuple)) and len(output.shape) == 4:
-            names.append(layer.name)
-    return names
 
 
 @keras.saving.register_keras_serializable(package="keras_at")
@@ -99,7 +87,7 @@ class AttentionTransfer(keras.distillation.DistillationLoss):
             ("teacher", teacher, self.teacher_layer_name),
             ("student", student, self.student_layer_name),
         ):
-            if not feat._is_graph_model(model):
+            if not is_graph_model(model):
                 raise ValueError(
                     f"AttentionTransfer: the {role} {model.name!r} is a subclassed model, and "
                     "keras.distillation.Distiller taps layers of Functional or Sequential "
@@ -109,9 +97,10 @@ class AttentionTransfer(keras.distillation.DistillationLoss):
             try:
                 layer = model.get_layer(name)
             except ValueError:
+                known = [info.name for info in list_features(model, role)]
                 raise ValueError(
                     f"AttentionTransfer: the {role} {model.name!r} has no layer named {name!r}. "
-                    f"Layers with 4-D outputs: {_four_d_layer_names(model)}."
+                    f"Layers with 4-D outputs: {known}."
                 ) from None
             shape = layer.output.shape
             if len(shape) != 4:

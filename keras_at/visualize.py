@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from keras import ops
 
+from keras_at._validate import check_int, refuse_overwrite
 from keras_at.attention import resize_maps
 
 if TYPE_CHECKING:  # matplotlib is imported where a colour map or figure is drawn
@@ -249,10 +250,9 @@ def plot_attention(
     keras_at.visualize.plot_attention(distiller, x_test[:4], "attention.png")
     ```
     """
-    if isinstance(max_images, bool) or not isinstance(max_images, int) or max_images < 1:
-        raise ValueError(f"`max_images` must be an integer >= 1, got {max_images!r}.")
-    if path is not None and os.path.exists(path) and not overwrite:
-        raise FileExistsError(f"{os.fspath(path)!r} exists; pass overwrite=True to replace it.")
+    check_int(max_images, "max_images")
+    if path is not None:
+        refuse_overwrite(path, overwrite)
     from matplotlib.figure import Figure
 
     images = _image_batch(images)[:max_images]

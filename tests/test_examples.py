@@ -211,23 +211,23 @@ def test_table1_methods_decay_their_weights_and_pair_groups_with_adapters_where_
     from keras_at import models
 
     reproduce = example("reproduce")
-    cifar, _common, _training = reproduce.cifar, reproduce._common, example("_training")
+    cifar, _training = reproduce.cifar, example("_training")
     drops = (59, 119, 159)
     expected = {"student": set(), "AT": set(), "KD": set(),
                 "AT+KD": {("beta", 0.2, drops)}, "F-ActT": {("hint_beta", 0.2, drops)}}
     assert list(reproduce.METHODS) == ["student", "AT", "F-ActT", "KD", "AT+KD"]
     for method, flags in reproduce.METHODS.items():
         args = cifar.parser().parse_args(flags)
-        decays = _common.beta_schedule(args, _training.drop_epochs(args))
+        decays = _training.beta_schedule(args, _training.drop_epochs(args))
         assert {(d.weight, d.factor, d.epochs) for d in decays} == expected[method], method
         never = cifar.parser().parse_args([*flags, "--beta-decay", "1"])
-        assert _common.beta_schedule(never, drops) == []
+        assert _training.beta_schedule(never, drops) == []
 
     f_actt = cifar.parser().parse_args(reproduce.METHODS["F-ActT"])
     # NIN-thin <- NIN-wide: each group's output (after its 3x3, 1x1, 1x1 convolutions and their
     # ReLUs, before the pooling), all three widths differing, so three adapters.
-    nin = _common.distiller(models.nin("thin", input_shape=(8, 8, 1)),
-                            models.nin("wide", input_shape=(8, 8, 1)), f_actt)
+    nin = _training.distiller(models.nin("thin", input_shape=(8, 8, 1)),
+                              models.nin("wide", input_shape=(8, 8, 1)), f_actt)
     assert nin.pairs == [("group0", "group0"), ("group1", "group1"), ("group2", "group2")]
     group0 = nin.student.get_layer("group0")
     assert isinstance(group0, keras.layers.Activation)
@@ -236,8 +236,8 @@ def test_table1_methods_decay_their_weights_and_pair_groups_with_adapters_where_
         (1, 1, 64, 160), (1, 1, 96, 192), (1, 1, 112, 256)]
     assert all(a.kernel_regularizer.l2 == pytest.approx(2.5e-4) for a in nin.hint_adapters)
     # WRN-10-1 <- WRN-16-1 (the same widths, different depths): regressed directly.
-    same = _common.distiller(models.wide_resnet(10, 1, input_shape=(8, 8, 1)),
-                             models.wide_resnet(16, 1, input_shape=(8, 8, 1)), f_actt)
+    same = _training.distiller(models.wide_resnet(10, 1, input_shape=(8, 8, 1)),
+                               models.wide_resnet(16, 1, input_shape=(8, 8, 1)), f_actt)
     assert same.hint_adapters == [None, None, None]
 
 

@@ -8,6 +8,7 @@ import functools
 import numpy as np
 
 from keras_at.data.augment import EVAL_SCALE, Augmentation
+from keras_at.data.sources import DIGITS_SIZE, digits_arrays
 
 KNOWN = ("cifar10", "cifar100", "fashion_mnist", "mnist", "digits")
 SPLITS = ("train", "test")  # of every named dataset
@@ -17,12 +18,6 @@ SPLITS = ("train", "test")  # of every named dataset
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 FOLDER_SIZE = (224, 224)
-
-# Digits: scikit-learn's 8x8 images upsampled to 32x32, the input size of the CIFAR models;
-# the first 80% of the examples (source order) are "train", the rest "test". Its mean/std are
-# computed from that train split when first asked for (it ships with scikit-learn).
-DIGITS_SIZE = (32, 32)
-DIGITS_TRAIN_FRACTION = 0.8
 
 
 @dataclasses.dataclass(frozen=True)
@@ -117,8 +112,8 @@ def named_info(name: str) -> DatasetInfo:
 
 @functools.lru_cache(maxsize=1)
 def _digits_info() -> DatasetInfo:
-    from keras_at.data.sources import digits_arrays
-
+    """Digits' mean/std, computed from its train split when first asked for (it ships with
+    scikit-learn)."""
     train = digits_arrays()["train"][0].astype(np.float64) / 255
     return DatasetInfo(
         "digits", 10, (*DIGITS_SIZE, 1),

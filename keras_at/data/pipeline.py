@@ -9,6 +9,7 @@ import numpy as np
 import tensorflow as tf
 
 from keras_at._multi_worker import in_multi_worker_mode
+from keras_at._validate import check_int
 from keras_at.data import catalog, cub, folders, sources, splits
 from keras_at.data.augment import Augmentation, centre_crop, resize
 from keras_at.data.catalog import DatasetInfo
@@ -267,9 +268,9 @@ def example_indices(
     return tf.data.Dataset.zip(data, seeds)
 
 
-def check_batch_size(batch_size) -> None:
-    if not isinstance(batch_size, int | np.integer) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}.")
+def check_batch_size(batch_size) -> int:
+    """`batch_size` as an int, or a `ValueError` (an integer >= 1)."""
+    return check_int(batch_size, "batch_size")
 
 
 def _augmentation(augment, meta: DatasetInfo, train_only: bool) -> Augmentation | None:

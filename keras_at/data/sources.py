@@ -363,6 +363,11 @@ def _checked(images, labels, num_classes: int, where: str):
 
 # === scikit-learn digits ===
 
+# scikit-learn's 8x8 images upsampled to 32x32, the input size of the CIFAR models; the first
+# 80% of the examples (source order) are "train", the rest "test".
+DIGITS_SIZE = (32, 32)
+DIGITS_TRAIN_FRACTION = 0.8
+
 
 @functools.lru_cache(maxsize=1)
 def digits_arrays() -> Arrays:
@@ -370,8 +375,6 @@ def digits_arrays() -> Arrays:
     upsampled; the first 80% in source order are the train split, the rest the test split."""
     import tensorflow as tf
     from sklearn.datasets import load_digits
-
-    from keras_at.data.catalog import DIGITS_SIZE, DIGITS_TRAIN_FRACTION
 
     digits = load_digits()
     small = digits.images[..., None].astype(np.float32) * (255 / 16)

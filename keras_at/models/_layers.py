@@ -11,8 +11,8 @@ Keras model learns and are reproduced here rather than left to Keras defaults:
 - BatchNorm's running variance updated with the unbiased batch variance, as Torch does.
 
 That last one comes with TensorFlow's fused batch-norm kernel, which `BatchNorm`
-(`batch_norm.py`) uses: on this CPU it makes a WRN-16-1 training step about a quarter faster
-than Keras's unfused ops.
+(`batch_norm.py`) uses, in place of Keras's unfused ops (README, "Performance", for what it
+gains).
 """
 
 from __future__ import annotations
@@ -47,13 +47,6 @@ def coupled_l2(weight_decay: float) -> keras.regularizers.Regularizer | None:
 
 
 # === Validation ===
-
-
-def check_int(value: object, name: str, minimum: int = 1) -> int:
-    """Rejects non-integers (bools included) and integers below `minimum`."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"`{name}` must be an integer >= {minimum}, got {name}={value!r}.")
-    return value
 
 
 def check_weight_decay(weight_decay: float) -> float:

@@ -1,19 +1,18 @@
 """BatchNorm on TensorFlow's fused kernel, with a closed-form second derivative.
 
-The fused op `FusedBatchNormV3` and its gradient op make a training step about a quarter faster
-than Keras's unfused batch norm on a CPU. Double backprop (gradient-based AT, the input-gradient
+The fused op `FusedBatchNormV3` and its gradient op do in one kernel what Keras's batch norm
+does in several elementwise ops. Double backprop (gradient-based AT, the input-gradient
 penalty) differentiates that gradient op once more; TensorFlow's registered rule for it rebuilds
-the batch-norm gradient from unfused ops and differentiates them, which made the second
-backprop through a WRN about half elementwise work. Here the derivative of the gradient is
-written out instead (`_second_order`), per channel over the N = B·H·W positions, with
-x̂ = (x - mean) / σ, σ² = var + ε and P(t) = t - mean(t) - x̂·mean(t·x̂):
+the batch-norm gradient from unfused ops and differentiates them, which is mostly elementwise
+work. Here the derivative of the gradient is written out instead (`_second_order`), per channel
+over the N = B·H·W positions, with x̂ = (x - mean) / σ, σ² = var + ε and
+P(t) = t - mean(t) - x̂·mean(t·x̂):
 
     dx = γ/σ · P(dy),  dγ = Σ dy·x̂,  dβ = Σ dy,
 
-and compiled with XLA, which fuses its dozen elementwise passes and reductions (WRN-16-1's
-cached gradient-AT step: 2.95-3.53x a plain step before, 2.72x after, in
-`benchmarks/throughput.py` on this CPU). Only the second derivative is compiled; the rest of
-the step is not (XLA is slower for the convolutions on a CPU).
+and compiled with XLA, which fuses its dozen elementwise passes and reductions. Only the second
+derivative is compiled; the rest of the step is not (XLA is slower for the convolutions on a
+CPU). What it gains is measured by `benchmarks/throughput.py` (README, "Performance").
 """
 
 from __future__ import annotations

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import keras
 
+from keras_at._validate import check_int
 from keras_at.models import _layers
-from keras_at.models._layers import check_int, check_weight_decay, conv2d
+from keras_at.models._layers import check_weight_decay, conv2d
 
 # Channels of the three groups. Each group is a 3x3, a 1x1 and a 1x1 convolution of that width
 # (paper §3.1); the widths grow with depth, as in ResNets, and are chosen for the paper's

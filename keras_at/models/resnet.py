@@ -7,10 +7,10 @@ import sys
 
 import keras
 
+from keras_at._validate import check_int, shapes_match
 from keras_at.models._layers import (
     BN_EPSILON,
     BN_MOMENTUM,
-    check_int,
     check_weight_decay,
     coupled_l2,
     dense,
@@ -210,9 +210,7 @@ def _check_backbone(backbone, library: str, depth: int, input_shape: tuple) -> N
             f"that resnet(depth={depth}) builds: it has {wrong}, expected {wanted}.{hint}"
         )
     shape = tuple(backbone.input.shape[1:])
-    if len(shape) != len(input_shape) or any(
-        s is not None and s != i for s, i in zip(shape, input_shape, strict=False)
-    ):
+    if not shapes_match(shape, input_shape):
         raise ValueError(
             f"The backbone {backbone.name!r} reads images of shape {shape}, which does not "
             f"accept input_shape={input_shape}: pass input_shape={shape} or build the "

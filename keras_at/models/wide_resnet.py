@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import keras
 
-from keras_at.models._layers import batch_norm, check_int, check_weight_decay, conv2d, dense
+from keras_at._validate import check_int
+from keras_at.models._layers import batch_norm, check_weight_decay, conv2d, dense
 
 # === Blocks ===
 
