@@ -7,8 +7,8 @@ alone, no Distiller) and each seed a WRN-10-1 student on the same initialisation
 order, and writes the final test error of every run as a markdown table (`--out`).
 
 Both optimizers get the same schedule (lr x0.2 at 1/2 and 3/4 of the epochs) and the models'
-coupled L2 weight decay (5e-4); SGD starts at lr 0.1 with momentum 0.9 (the authors' code's), Adam at
-Keras's default 1e-3.
+coupled L2 weight decay (5e-4); SGD starts at lr 0.1 with momentum 0.9 (the authors' code's),
+Adam at Keras's default 1e-3.
 
 Usage:
     python benchmarks/beta_grid.py --out docs/beta_grid.md            # Fashion-MNIST subset
