@@ -102,34 +102,6 @@ def refuse_overwrite(filepath, overwrite: bool) -> None:
         )
 
 
-def split_teacher_gradients(x, grad_beta_on: bool):
-    """`(images, teacher_gradients)` of a step's input, the gradients None when not given.
-
-    Refuses precomputed teacher gradients that the step would not read (gradient AT never
-    on) or that cannot belong to the images (another shape).
-    """
-    if not (isinstance(x, (list, tuple)) and len(x) == 2):
-        return x, None
-    images, gradients = x
-    if not grad_beta_on:
-        raise ValueError(
-            "Inputs were given as (images, teacher_gradients), but grad_beta is 0 and was never "
-            "on: only gradient AT reads the teacher's gradients. Give images alone, or construct "
-            "the Distiller with grad_beta > 0 (a schedule may still set it to 0 for a while)."
-        )
-    if not gradients.dtype.is_floating:
-        raise ValueError(f"teacher_gradients must be floating point, got {gradients.dtype.name}.")
-    got, expected = tuple(gradients.shape), tuple(images.shape)
-    if len(got) != len(expected) or any(
-        g is not None and e is not None and g != e for g, e in zip(got, expected)
-    ):
-        raise ValueError(
-            f"teacher_gradients of shape {got} do not match the images' shape {expected}: each "
-            "image needs the teacher's gradient at that image (Distiller.teacher_input_gradients)."
-        )
-    return images, gradients
-
-
 def per_example_weights(sample_weight):
     """Sample weights `(B,)` or `(B, 1)` as a float32 `(B,)` vector (None stays None).
 
@@ -145,18 +117,3 @@ def per_example_weights(sample_weight):
             f"example, shape (B,) or (B, 1); got shape {shape}."
         )
     return tf.reshape(tf.cast(sample_weight, tf.float32), (-1,))
-
-
-def check_per_example_loss(loss) -> None:
-    """Refuses a task loss whose input gradient of one example depends on the rest of the batch.
-
-    Cached teacher gradients are computed once per example; they equal the step's own only
-    when the loss averages per-example losses over the batch (Keras's default reduction).
-    """
-    reduction = getattr(loss, "reduction", "sum_over_batch_size")
-    if reduction not in ("sum_over_batch_size", "mean"):
-        raise ValueError(
-            f"Cached teacher gradients need a task loss that averages per-example losses over the "
-            f"batch (reduction='sum_over_batch_size', the default); the compiled loss has "
-            f"reduction={reduction!r}, which makes each example's gradient depend on the batch."
-        )

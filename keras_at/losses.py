@@ -48,6 +48,22 @@ def _same_batch(student, teacher, name: str):
         return tf.identity(teacher)
 
 
+def task_loss(loss, y, logits, sample_weight=None):
+    """The compiled task loss `loss(y, logits, sample_weight)` as a per-replica mean.
+
+    Keras losses divide by the replica count under `tf.distribute`; the Distiller's terms are
+    per-replica means, divided by the replica count once, for the total.
+    """
+    if loss is None:
+        raise ValueError("Call `distiller.compile(...)` before training or evaluating.")
+    value = loss(y, ops.cast(logits, "float32"), sample_weight)
+    if keras.backend.backend() != "tensorflow":
+        return value
+    import tensorflow as tf
+
+    return value * tf.distribute.get_strategy().num_replicas_in_sync
+
+
 def weighted_mean(values, sample_weight=None):
     """`sum_b w_b * values_b / B`: Keras's "sum_over_batch_size" reduction of a weighted loss.
 

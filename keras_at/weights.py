@@ -1,4 +1,5 @@
-"""The Distiller's loss weights: names, the term each multiplies, and their validation.
+"""The Distiller's live settings: loss weights (names, the term each multiplies), temperature,
+attention settings, with their validation and the properties that expose them.
 
 The KD temperature is validated here too: like the weights, it is a live variable of the
 Distiller, and a value is refused alike at construction and at assignment (booleans and
@@ -18,6 +19,8 @@ import math
 import keras
 import numpy as np
 
+from keras_at.attention import check_attention_args
+
 # Loss weights, in the order of the Distiller's arguments.
 WEIGHTS = ("beta", "alpha", "hint_beta", "grad_beta", "symmetry_beta", "input_grad_penalty",
            "symmetry_output_beta")
@@ -31,10 +34,6 @@ TERMS = {
     "input_grad_penalty": "input_grad_loss",
     "symmetry_output_beta": "symmetry_output_loss",
 }
-# Terms that need the student's input gradient (an inner tape).
-GRADIENT_WEIGHTS = ("grad_beta", "symmetry_beta", "input_grad_penalty")
-# Terms that read the activation pairs.
-PAIR_WEIGHTS = ("beta", "hint_beta")
 
 
 def _number(name: str, value) -> float:
@@ -65,6 +64,24 @@ def check_temperature(value) -> float:
     return value
 
 
+def live_variables(weights, temperature):
+    """`({name: weight}, temperature, schedule_marks)`: non-trainable float32 variables.
+
+    `weights` are the values of `WEIGHTS` in order. Created in the order the saved files
+    hold them. `schedule_marks` holds, per weight, the `(epoch, value)` a schedule callback
+    last set (-1: none): saved with the weights, so a run resumed mid-epoch does not apply
+    that epoch's schedule twice.
+    """
+
+    def variable(name, value):
+        return keras.Variable(value, trainable=False, dtype="float32", name=name)
+
+    named = {name: variable(name, check_weight(name, v)) for name, v in zip(WEIGHTS, weights)}
+    temperature = variable("temperature", check_temperature(temperature))
+    marks = variable("schedule_marks", [[-1.0, 0.0]] * len(WEIGHTS))
+    return named, temperature, marks
+
+
 def weight_property(name: str) -> property:
     """A property reading and assigning the Distiller's variable for weight `name`."""
 
@@ -75,3 +92,33 @@ def weight_property(name: str) -> property:
         self._set_loss_weight(name, value)
 
     return property(getter, setter, doc=f"Loss weight `{name}`; settable during `fit`.")
+
+
+def temperature_property() -> property:
+    """The KD temperature, a live variable (`_temperature`) like the weights."""
+
+    def getter(self):
+        return float(keras.ops.convert_to_numpy(self._temperature))
+
+    def setter(self, value):
+        self._temperature.assign(check_temperature(value))
+
+    return property(getter, setter, doc="KD temperature, a live variable: a new value takes "
+                                        "effect at the next step.")
+
+
+def attention_property(name: str, doc: str) -> property:
+    """`p` or `reduction` (held as `_p`, `_reduction`): the traced step reads the Python value,
+    so assigning a new one retraces it."""
+
+    def getter(self):
+        return getattr(self, f"_{name}")
+
+    def setter(self, value):
+        settings = {"p": self._p, "reduction": self._reduction, name: value}
+        check_attention_args(settings["p"], settings["reduction"])
+        if value != getter(self):
+            setattr(self, f"_{name}", value)
+            self._retrace()
+
+    return property(getter, setter, doc=doc)
