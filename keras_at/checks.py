@@ -1,4 +1,4 @@
-"""Refusing what would fail later: bad images, labels, cached gradients, empty data, overwriting.
+"""Refusing what would fail later: bad images, labels, sample weights, empty data, overwriting.
 
 Each check raises early, while the step is traced or before `fit` starts, with
 a message that names the problem, instead of a TensorFlow traceback from

@@ -29,19 +29,14 @@ from keras_at import features as feat
 from keras_at import gradient_at as grad_at
 from keras_at.attention import check_attention_args, normalized_attention
 from keras_at.checks import check_batch, per_example_weights, refuse_empty
-from keras_at.terms import (
-    PAIR_TERMS,
-    compute_terms,
-    hint_adapters,
-    regularization,
-    total_loss,
-)
+from keras_at.terms import compute_terms, hint_adapters, regularization, switch_on, total_loss
 from keras_at.weights import (
     TERMS,
     WEIGHTS,
     attention_property,
     check_weight,
     live_variables,
+    pairs_property,
     temperature_property,
     weight_property,
 )
@@ -169,7 +164,7 @@ class Distiller(keras.Model):
         )
         self._active = set()  # the history keys of the terms the step computes
         for name in WEIGHTS:
-            self._activate(name, getattr(self, name))
+            switch_on(self._active, name, getattr(self, name), bool(self.pairs))
         self._check_kd_classes(self.alpha)
         self.task_loss_tracker = keras.metrics.Mean(name="task_loss")
         self.term_trackers = [keras.metrics.Mean(name=term) for term in TERMS.values()]
@@ -177,14 +172,6 @@ class Distiller(keras.Model):
         self.built = True
 
     # === Construction helpers ===
-    def _activate(self, weight, value):
-        """Marks the term `weight` multiplies as computed by the step; True if it was not."""
-        term = TERMS[weight]
-        if value == 0 or term in self._active or (term in PAIR_TERMS and not self.pairs):
-            return False
-        self._active.add(term)
-        return True
-
     def _check_kd_classes(self, alpha):
         feat.check_class_counts(
             self._taps.student.outputs[0].shape[-1], self._taps.teacher.outputs[0].shape[-1],
@@ -203,7 +190,7 @@ class Distiller(keras.Model):
         if name == "alpha":
             self._check_kd_classes(value)
         self._loss_weights[name].assign(value)
-        if self._activate(name, value):
+        if switch_on(self._active, name, value, bool(self.pairs)):
             # A term that was off is not in the traced step: trace it again, once.
             self._retrace()
 
@@ -216,18 +203,7 @@ class Distiller(keras.Model):
         "reduction", '`"sum"`, `"mean"` or `"max"` over channels; assigning it retraces the step.'
     )
 
-    @property
-    def pairs(self) -> list[tuple[str, str]]:
-        """The `(student_layer_name, teacher_layer_name)` pairs, fixed at construction."""
-        return list(self._pairs)
-
-    @pairs.setter
-    def pairs(self, value):
-        raise AttributeError(
-            "`pairs` is fixed at construction: the feature taps, hint adapters and saved weights "
-            "are built for it. Build a new keras_at.Distiller(student, teacher, pairs=[...]); "
-            "the student and teacher keep their weights."
-        )
+    pairs = pairs_property()
 
     # === The frozen teacher ===
     def _without_teacher(self, variables):
@@ -439,11 +415,10 @@ class Distiller(keras.Model):
         store[saving.PAIRS_KEY] = saving.pairs_record(self.pairs, self.hint_adapters)
 
     def load_own_variables(self, store):
-        saving.check_saved_pairs(store, self.pairs, self.hint_adapters)
-        # Added after 0.1.0, in this order: files saved before them still load.
+        # The live variables added after 0.1.0, in this order: files saved before them load.
         optional = [self._loss_weights["symmetry_output_beta"], self._temperature,
                     self.schedule_marks]
-        saving.load_own_variables(self, store, optional=optional)
+        saving.load_distiller_variables(self, store, optional)
 
     def compile_from_config(self, config):
         self.compile(**keras.saving.deserialize_keras_object(config))
@@ -460,26 +435,14 @@ class Distiller(keras.Model):
 
     # === Config ===
     def get_config(self):
-        config = super().get_config()
-        config.update(
-            student=keras.saving.serialize_keras_object(self.student),
-            teacher=keras.saving.serialize_keras_object(self.teacher),
-            pairs=[list(pair) for pair in self.pairs],
-            p=self.p,
-            reduction=self.reduction,
-            temperature=self.temperature,
-            input_shape=list(self._given_input_shape) if self._given_input_shape else None,
-            hint_weight_decay=self.hint_weight_decay,
-            **{name: getattr(self, name) for name in WEIGHTS},
+        shape = self._given_input_shape
+        return saving.distiller_config(
+            self, super().get_config(), WEIGHTS, input_shape=list(shape) if shape else None
         )
-        return config
 
     @classmethod
     def from_config(cls, config):
-        config = dict(config)
-        config["student"] = keras.saving.deserialize_keras_object(config["student"])
-        config["teacher"] = keras.saving.deserialize_keras_object(config["teacher"])
-        return cls(**config)
+        return cls(**saving.networks_deserialized(config))
 
 
 class _Taps:

@@ -29,6 +29,7 @@ from keras_at.losses import (
     task_loss,
     weighted_mean,
 )
+from keras_at.weights import TERMS
 
 # Terms that read the activation pairs.
 PAIR_TERMS = ("at_loss", "hint_loss")
@@ -36,6 +37,19 @@ PAIR_TERMS = ("at_loss", "hint_loss")
 GRADIENT_TERMS = ("grad_at_loss", "symmetry_loss", "input_grad_loss")
 # Terms that read the teacher's forward pass.
 TEACHER_TERMS = ("at_loss", "kd_loss", "hint_loss")
+
+
+def switch_on(active: set, weight: str, value, has_pairs: bool) -> bool:
+    """Adds the term `weight` multiplies to `active` (the terms the step computes) when `value`
+    is not 0 (and, for a pair term, there are pairs); True if it was not there.
+
+    A term once on stays in the step: a schedule may set its weight to 0 for a while.
+    """
+    term = TERMS[weight]
+    if value == 0 or term in active or (term in PAIR_TERMS and not has_pairs):
+        return False
+    active.add(term)
+    return True
 
 
 def hint_adapters(pairs, student, teacher, weight_decay: float = 0.0) -> list:

@@ -122,3 +122,20 @@ def attention_property(name: str, doc: str) -> property:
             self._retrace()
 
     return property(getter, setter, doc=doc)
+
+
+def pairs_property() -> property:
+    """The `(student_layer_name, teacher_layer_name)` pairs (`_pairs`): read-only."""
+
+    def getter(self):
+        return list(self._pairs)
+
+    def setter(self, value):
+        raise AttributeError(
+            "`pairs` is fixed at construction: the feature taps, hint adapters and saved weights "
+            "are built for it. Build a new keras_at.Distiller(student, teacher, pairs=[...]); "
+            "the student and teacher keep their weights."
+        )
+
+    return property(getter, setter, doc="The `(student_layer_name, teacher_layer_name)` pairs, "
+                                        "fixed at construction.")
