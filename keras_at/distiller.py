@@ -27,8 +27,9 @@ from keras import ops
 from keras_at import _multi_worker, saving
 from keras_at import features as feat
 from keras_at import gradient_at as grad_at
-from keras_at.attention import check_attention_args, normalized_attention
+from keras_at.attention import check_attention_args
 from keras_at.checks import check_batch, per_example_weights, refuse_empty
+from keras_at.losses import compared_maps
 from keras_at.terms import compute_terms, hint_adapters, regularization, switch_on, total_loss
 from keras_at.weights import (
     TERMS,
@@ -330,13 +331,10 @@ class Distiller(keras.Model):
         _, t_features = grad_at.forward(self._taps.teacher, x, training=False)
         maps = {}
         for (s_name, t_name), s, t in zip(self.pairs, s_features, t_features):
-            size = tuple(s.shape[1:3])
-            shape = (-1, *size)
-            q_s = normalized_attention(s, self.p, self.reduction)
-            q_t = normalized_attention(t, self.p, self.reduction, size=size)
-            maps[feat.pair_name(s_name, t_name)] = (
-                ops.convert_to_numpy(ops.reshape(q_s, shape)),
-                ops.convert_to_numpy(ops.reshape(q_t, shape)),
+            shape = (-1, *s.shape[1:3])
+            maps[feat.pair_name(s_name, t_name)] = tuple(
+                ops.convert_to_numpy(ops.reshape(q, shape))
+                for q in compared_maps(s, t, self.p, self.reduction)
             )
         return maps
 

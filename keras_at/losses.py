@@ -114,10 +114,17 @@ def at_loss_per_example(student_features, teacher_features, p: float = 2,
                         reduction: str = "sum"):
     """`at_loss` of each example, shape `(B,)`: the mean over positions only."""
     teacher_features = _same_batch(student_features, teacher_features, "at_loss")
+    q_s, q_t = compared_maps(student_features, teacher_features, p, reduction)
+    return ops.mean(ops.square(q_s - q_t), axis=-1)
+
+
+def compared_maps(student_features, teacher_features, p: float = 2, reduction: str = "sum"):
+    """`(q_s, q_t)`: the `(B, H*W)` normalised maps eq. 2 compares, the teacher's resized to
+    the student's `(H, W)`."""
     size = tuple(student_features.shape[1:3])
     q_s = normalized_attention(student_features, p=p, reduction=reduction)
     q_t = normalized_attention(teacher_features, p=p, reduction=reduction, size=size)
-    return ops.mean(ops.square(q_s - q_t), axis=-1)
+    return q_s, q_t
 
 
 def kd_loss(student_logits, teacher_logits, temperature: float = 4.0):
