@@ -16,8 +16,10 @@ Metric results are already the global values on every replica (their variables a
 across replicas on update), so their mean is that value. `tests/test_multi_worker.py` runs
 plain Keras as an expected failure: when it starts passing, the two overrides can go.
 
-`chief_only` (called from the same mixin's `fit`) is not a workaround but the multi-worker
-file discipline Keras 3 leaves to the user: only the chief writes where a user looks.
+The Distiller's `_maybe_symbolic_build` and `_make_function` call `maybe_symbolic_build` and
+`make_function` here, one line each. `chief_only` (called from the Distiller's `fit`) is not
+a workaround but the multi-worker file discipline Keras 3 leaves to the user: only the chief
+writes where a user looks.
 """
 
 from __future__ import annotations
@@ -46,33 +48,30 @@ def _with_leading_axis(value):
     return value
 
 
-class MultiWorkerSupport:
-    """Mixin for `keras.Model` subclasses built at construction (the Distiller)."""
+def maybe_symbolic_build(model, keras_build, iterator=None, data_batch=None):
+    """`model._maybe_symbolic_build`, which calls Keras's own (`keras_build`) outside
+    multi-worker mode."""
+    strategy = model.distribute_strategy
+    if iterator is None or not in_multi_worker_mode(strategy):
+        return keras_build(iterator=iterator, data_batch=data_batch)
+    # keras-team/keras#20585: Keras reduces the first PerReplica batch to one tensor, which
+    # the collective strategy refuses. The build reads shapes and dtypes only: the
+    # dataset's element spec gives them without starting (and dropping) an iteration.
+    spec = iterator.data_adapter.get_tf_dataset().element_spec
+    with strategy.scope():
+        model._symbolic_build(data_batch=spec)
 
-    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        strategy = self.distribute_strategy
-        if iterator is None or not in_multi_worker_mode(strategy):
-            return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
-        # keras-team/keras#20585: Keras reduces the first PerReplica batch to one tensor, which
-        # the collective strategy refuses. The build reads shapes and dtypes only: the
-        # dataset's element spec gives them without starting (and dropping) an iteration.
-        spec = iterator.data_adapter.get_tf_dataset().element_spec
-        with strategy.scope():
-            self._symbolic_build(data_batch=spec)
 
-    def fit(self, *args, callbacks=None, **kwargs):
-        return super().fit(*args, callbacks=chief_only(callbacks, self.distribute_strategy),
-                           **kwargs)
+def make_function(model, keras_make_function, step_function):
+    """`model._make_function`, which calls Keras's own (`keras_make_function`)."""
+    if not in_multi_worker_mode(model.distribute_strategy):
+        return keras_make_function(step_function)
 
-    def _make_function(self, step_function):
-        if not in_multi_worker_mode(self.distribute_strategy):
-            return super()._make_function(step_function)
+    def step(data):
+        # keras-team/keras#20585: Keras means the logs over replicas along axis 0.
+        return tree.map_structure(_with_leading_axis, step_function(data))
 
-        def step(data):
-            # keras-team/keras#20585: Keras means the logs over replicas along axis 0.
-            return tree.map_structure(_with_leading_axis, step_function(data))
-
-        return super()._make_function(step)
+    return keras_make_function(step)
 
 
 def is_chief(strategy=None) -> bool:

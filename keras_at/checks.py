@@ -1,4 +1,4 @@
-"""Refusing what would fail later: bad images, labels, cached gradients, empty data, overwriting.
+"""Refusing what would fail later: bad images, labels, sample weights, empty data, overwriting.
 
 Each check raises early, while the step is traced or before `fit` starts, with
 a message that names the problem, instead of a TensorFlow traceback from
@@ -7,9 +7,9 @@ inside the graph hours into training.
 
 from __future__ import annotations
 
-import os
-
 import tensorflow as tf
+
+from keras_at._validate import shapes_match
 
 # The name scope of the label check's few ops in the traced step.
 LABEL_CHECK_SCOPE = "check_labels"
@@ -34,9 +34,7 @@ def check_batch(x, y, tap, model_name: str):
         )
     expected = tuple(tap.inputs[0].shape[1:])
     got = tuple(x.shape[1:])
-    if len(got) != len(expected) or any(
-        e is not None and g is not None and e != g for e, g in zip(expected, got)
-    ):
+    if not shapes_match(got, expected):
         raise ValueError(
             f"Images of shape {got} (batch dimension left out) do not fit the student "
             f"{model_name!r}, which expects {expected}: check the rank (B, H, W, C), "
@@ -94,42 +92,6 @@ def refuse_empty(x) -> None:
         raise ValueError("The training data is empty: fit() needs at least one batch.")
 
 
-def refuse_overwrite(filepath, overwrite: bool) -> None:
-    """A `FileExistsError` naming `filepath` when it exists and `overwrite` is false."""
-    if not overwrite and os.path.exists(filepath):
-        raise FileExistsError(
-            f"{filepath} exists; pass overwrite=True to replace it, or choose another path."
-        )
-
-
-def split_teacher_gradients(x, grad_beta_on: bool):
-    """`(images, teacher_gradients)` of a step's input, the gradients None when not given.
-
-    Refuses precomputed teacher gradients that the step would not read (gradient AT never
-    on) or that cannot belong to the images (another shape).
-    """
-    if not (isinstance(x, (list, tuple)) and len(x) == 2):
-        return x, None
-    images, gradients = x
-    if not grad_beta_on:
-        raise ValueError(
-            "Inputs were given as (images, teacher_gradients), but grad_beta is 0 and was never "
-            "on: only gradient AT reads the teacher's gradients. Give images alone, or construct "
-            "the Distiller with grad_beta > 0 (a schedule may still set it to 0 for a while)."
-        )
-    if not gradients.dtype.is_floating:
-        raise ValueError(f"teacher_gradients must be floating point, got {gradients.dtype.name}.")
-    got, expected = tuple(gradients.shape), tuple(images.shape)
-    if len(got) != len(expected) or any(
-        g is not None and e is not None and g != e for g, e in zip(got, expected)
-    ):
-        raise ValueError(
-            f"teacher_gradients of shape {got} do not match the images' shape {expected}: each "
-            "image needs the teacher's gradient at that image (Distiller.teacher_input_gradients)."
-        )
-    return images, gradients
-
-
 def per_example_weights(sample_weight):
     """Sample weights `(B,)` or `(B, 1)` as a float32 `(B,)` vector (None stays None).
 
@@ -145,18 +107,3 @@ def per_example_weights(sample_weight):
             f"example, shape (B,) or (B, 1); got shape {shape}."
         )
     return tf.reshape(tf.cast(sample_weight, tf.float32), (-1,))
-
-
-def check_per_example_loss(loss) -> None:
-    """Refuses a task loss whose input gradient of one example depends on the rest of the batch.
-
-    Cached teacher gradients are computed once per example; they equal the step's own only
-    when the loss averages per-example losses over the batch (Keras's default reduction).
-    """
-    reduction = getattr(loss, "reduction", "sum_over_batch_size")
-    if reduction not in ("sum_over_batch_size", "mean"):
-        raise ValueError(
-            f"Cached teacher gradients need a task loss that averages per-example losses over the "
-            f"batch (reduction='sum_over_batch_size', the default); the compiled loss has "
-            f"reduction={reduction!r}, which makes each example's gradient depend on the batch."
-        )

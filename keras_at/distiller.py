@@ -1,20 +1,14 @@
 """The Distiller: a student trained with its task loss plus transfer terms from a teacher.
 
-    loss = (1 - alpha) * task + alpha * kd
-           + beta * sum_pairs at_loss + hint_beta * sum_pairs hint_loss
-           + grad_beta * grad_at_loss + symmetry_beta * symmetry_loss
-           + input_grad_penalty * input_grad_loss
-           + symmetry_output_beta * symmetry_output_loss
-           + the student's own regularisation losses
-
-Each step runs the teacher forward once, in inference mode and outside the
-gradient tape, and the student forward once through one multi-output tap
-model. Input-gradient terms (eq. 4 and 6, Drucker & LeCun) add an inner
-tape for the student's input gradient J_S inside the outer tape for the
-weights (double backprop); when they are all off, no inner tape is traced.
-The teacher's J_T (eq. 4) is a fixed function of the example: given with the
-images as `((images, J_T), labels)` (`cached_gradient_dataset`), it is read
-instead of computed, and gradient AT alone does not run the teacher at all.
+The loss is the README's formula, `keras_at.terms.total_loss`, of the terms
+`keras_at.terms.compute_terms` computes; input gradients are `keras_at.gradient_at`'s.
+Each step runs the teacher forward once, in inference mode and outside the gradient tape,
+and the student forward once through one multi-output tap model. Input-gradient terms
+(eq. 4 and 6, Drucker & LeCun) add an inner tape for the student's input gradient J_S
+inside the outer tape for the weights (double backprop); when they are all off, no inner
+tape is traced. The teacher's J_T (eq. 4) is a fixed function of the example: given with
+the images as `((images, J_T), labels)` (`cached_gradient_dataset`), it is read instead of
+computed, and gradient AT alone does not run the teacher at all.
 
 Every loss is the global mean over the whole batch under `tf.distribute`:
 terms are computed as per-replica means, logged with the replica's batch
@@ -26,46 +20,32 @@ term per example as Keras weighs the task loss: `sum_b w_b * term_b / B`.
 from __future__ import annotations
 
 import keras
+import numpy as np
 import tensorflow as tf
 from keras import ops
 
+from keras_at import _multi_worker, saving
 from keras_at import features as feat
-from keras_at import saving
-from keras_at._multi_worker import MultiWorkerSupport
-from keras_at.attention import check_attention_args, normalized_attention
-from keras_at.checks import (
-    check_batch,
-    per_example_weights,
-    refuse_empty,
-    split_teacher_gradients,
-)
-from keras_at.gradient_cache import TeacherGradientCache, step_gradients
-from keras_at.losses import (
-    at_loss_per_example,
-    hint_loss_per_example,
-    input_gradient_distance_per_example,
-    kd_loss_per_example,
-    symmetry_output_loss_per_example,
-    weighted_mean,
-)
+from keras_at import gradient_at as grad_at
+from keras_at.attention import check_attention_args
+from keras_at.checks import check_batch, per_example_weights, refuse_empty
+from keras_at.losses import compared_maps
 from keras_at.pairs import pair_name, resolve_pairs
+from keras_at.terms import compute_terms, hint_adapters, regularization, switch_on, total_loss
 from keras_at.weights import (
-    GRADIENT_WEIGHTS,
-    PAIR_WEIGHTS,
     TERMS,
     WEIGHTS,
-    check_temperature,
+    attention_property,
     check_weight,
+    live_variables,
+    pairs_property,
+    temperature_property,
     weight_property,
 )
 
 
-def _replicas() -> int:
-    return tf.distribute.get_strategy().num_replicas_in_sync
-
-
 @keras.saving.register_keras_serializable(package="keras_at")
-class Distiller(MultiWorkerSupport, TeacherGradientCache, keras.Model):
+class Distiller(keras.Model):
     """Trains a student with attention transfer (and KD, hints, gradient AT) from a teacher.
 
     The teacher is frozen: it is never trained and always runs in inference
@@ -87,8 +67,8 @@ class Distiller(MultiWorkerSupport, TeacherGradientCache, keras.Model):
         teacher: built Keras model returning logits, same input shape.
         pairs: `"auto"`, or a list of `(student_layer_name, teacher_layer_name)`;
             `[]` for no activation pairs.
-        beta: weight of `sum(at_loss)` over pairs (1e3 as in the paper's code). The
-            default suits the paper's optimizer, SGD with momentum; with Adam use about 10:
+        beta: weight of `sum(at_loss)` over pairs (1e3, the paper's). The default suits
+            the authors' optimizer, SGD with momentum; with Adam use about 10:
             in `benchmarks/beta_grid.py`'s run (`docs/beta_grid.md`) Adam's student was a
             little better than alone with 10 and worse with 1e2 and 1e3 (README, "Choosing β").
         p: exponent of the attention mapping function (assigning it later retraces the step).
@@ -156,7 +136,6 @@ class Distiller(MultiWorkerSupport, TeacherGradientCache, keras.Model):
                 "frozen model."
             )
         check_attention_args(p, reduction)
-        temperature = check_temperature(temperature)
         self._p, self._reduction = p, reduction
         self._given_input_shape = tuple(input_shape) if input_shape is not None else None
         self.hint_weight_decay = check_weight("hint_weight_decay", hint_weight_decay)
@@ -176,59 +155,25 @@ class Distiller(MultiWorkerSupport, TeacherGradientCache, keras.Model):
             feat.build_tap(student_graph, [s for s, _ in self.pairs], "student"),
             feat.build_tap(teacher_graph, [t for _, t in self.pairs], "teacher"),
         )
-        self.hint_adapters = self._build_adapters()
+        self.hint_adapters = hint_adapters(
+            self.pairs, self._taps.student, self._taps.teacher, self.hint_weight_decay
+        )
 
         # === Loss weights and trackers ===
-        self._loss_weights = {}
-        self._active = set()
-        for name, value in zip(WEIGHTS, (beta, alpha, hint_beta, grad_beta, symmetry_beta,
-                                         input_grad_penalty, symmetry_output_beta)):
-            self._loss_weights[name] = keras.Variable(
-                check_weight(name, value), trainable=False, dtype="float32", name=name
-            )
-            self._activate(name, value)
+        self._loss_weights, self._temperature, self.schedule_marks = live_variables(
+            (beta, alpha, hint_beta, grad_beta, symmetry_beta, input_grad_penalty,
+             symmetry_output_beta), temperature,
+        )
+        self._active = set()  # the history keys of the terms the step computes
+        for name in WEIGHTS:
+            switch_on(self._active, name, getattr(self, name), bool(self.pairs))
         self._check_kd_classes(self.alpha)
-        self._temperature = keras.Variable(
-            temperature, trainable=False, dtype="float32", name="temperature"
-        )
-        # Per weight, (epoch, value) a schedule callback last set (-1: none): saved with the
-        # weights, so a run resumed mid-epoch does not apply that epoch's schedule twice.
-        self.schedule_marks = keras.Variable(
-            [[-1.0, 0.0]] * len(WEIGHTS), trainable=False, dtype="float32", name="schedule_marks"
-        )
         self.task_loss_tracker = keras.metrics.Mean(name="task_loss")
         self.term_trackers = [keras.metrics.Mean(name=term) for term in TERMS.values()]
         self._task_loss_fn = None
         self.built = True
 
     # === Construction helpers ===
-    def _build_adapters(self):
-        """1×1 convolutions mapping student channels to teacher channels, per pair (F-ActT)."""
-        adapters = []
-        _, *s_feats = self._taps.student.outputs
-        _, *t_feats = self._taps.teacher.outputs
-        for (s_name, _), s_f, t_f in zip(self.pairs, s_feats, t_feats):
-            if s_f.shape[-1] == t_f.shape[-1]:
-                adapters.append(None)
-                continue
-            decay = self.hint_weight_decay
-            conv = keras.layers.Conv2D(
-                t_f.shape[-1], 1, use_bias=False, kernel_initializer="he_normal",
-                kernel_regularizer=keras.regularizers.L2(decay / 2) if decay else None,
-                name=f"hint_adapter_{s_name}",
-            )
-            conv.build(s_f.shape)
-            adapters.append(conv)
-        return adapters
-
-    def _activate(self, name, value):
-        """Marks a term as computed by the step; returns True if it was not before."""
-        needs_pairs = name in PAIR_WEIGHTS
-        if value == 0 or name in self._active or (needs_pairs and not self.pairs):
-            return False
-        self._active.add(name)
-        return True
-
     def _check_kd_classes(self, alpha):
         feat.check_class_counts(
             self._taps.student.outputs[0].shape[-1], self._taps.teacher.outputs[0].shape[-1],
@@ -247,56 +192,20 @@ class Distiller(MultiWorkerSupport, TeacherGradientCache, keras.Model):
         if name == "alpha":
             self._check_kd_classes(value)
         self._loss_weights[name].assign(value)
-        if self._activate(name, value):
+        if switch_on(self._active, name, value, bool(self.pairs)):
             # A term that was off is not in the traced step: trace it again, once.
             self._retrace()
 
     # === Settings ===
-    @property
-    def temperature(self) -> float:
-        """KD temperature, a live variable: a new value takes effect at the next step."""
-        return float(ops.convert_to_numpy(self._temperature))
+    temperature = temperature_property()
+    p = attention_property(
+        "p", "Exponent of the attention mapping; assigning it retraces the step (p=2 stays fast)."
+    )
+    reduction = attention_property(
+        "reduction", '`"sum"`, `"mean"` or `"max"` over channels; assigning it retraces the step.'
+    )
 
-    @temperature.setter
-    def temperature(self, value):
-        self._temperature.assign(check_temperature(value))
-
-    @property
-    def p(self):
-        """Exponent of the attention mapping; assigning it retraces the step (p=2 stays fast)."""
-        return self._p
-
-    @p.setter
-    def p(self, value):
-        check_attention_args(value, self._reduction)
-        if value != self._p:
-            self._p = value
-            self._retrace()
-
-    @property
-    def reduction(self) -> str:
-        """`"sum"`, `"mean"` or `"max"` over channels; assigning it retraces the step."""
-        return self._reduction
-
-    @reduction.setter
-    def reduction(self, value):
-        check_attention_args(self._p, value)
-        if value != self._reduction:
-            self._reduction = value
-            self._retrace()
-
-    @property
-    def pairs(self) -> list[tuple[str, str]]:
-        """The `(student_layer_name, teacher_layer_name)` pairs, fixed at construction."""
-        return list(self._pairs)
-
-    @pairs.setter
-    def pairs(self, value):
-        raise AttributeError(
-            "`pairs` is fixed at construction: the feature taps, hint adapters and saved weights "
-            "are built for it. Build a new keras_at.Distiller(student, teacher, pairs=[...]); "
-            "the student and teacher keep their weights."
-        )
+    pairs = pairs_property()
 
     # === The frozen teacher ===
     def _without_teacher(self, variables):
@@ -336,132 +245,33 @@ class Distiller(MultiWorkerSupport, TeacherGradientCache, keras.Model):
     def call(self, inputs, training=None):
         if isinstance(inputs, (list, tuple)) and len(inputs) == 2:
             inputs = inputs[0]  # (images, teacher_gradients): the student reads the images
-        outputs = self._taps.student(inputs, training=training)
-        return outputs[0] if isinstance(outputs, (list, tuple)) else outputs
+        return grad_at.forward(self._taps.student, inputs, training)[0]
 
     @property
     def metrics(self):
-        inactive = {TERMS[w] for w in WEIGHTS if w not in self._active}
+        inactive = set(TERMS.values()) - self._active
         return [m for m in super().metrics if m.name not in inactive]
 
     @property
     def active_terms(self) -> list[str]:
         """History keys of the transfer terms this step computes."""
-        return [TERMS[w] for w in WEIGHTS if w in self._active]
+        return [term for term in TERMS.values() if term in self._active]
 
     # === The step ===
-    def _task_loss(self, y, logits, sample_weight):
-        if self._task_loss_fn is None:
-            raise ValueError("Call `distiller.compile(...)` before training or evaluating.")
-        # Keras losses divide by the replica count; terms here are per-replica means.
-        value = self._task_loss_fn(y, ops.cast(logits, "float32"), sample_weight)
-        return value * _replicas()
-
-    def _run(self, tap, x, y, sample_weight, training, gradients, flip=False):
-        """Forward (and input gradient when `gradients`) of one tap: logits, features, task, J.
-
-        J is each example's own input gradient, unweighted: sample weights weigh the terms
-        built from it, as they weigh every other term.
-        """
-        if flip:
-            x = ops.flip(x, axis=2)
-        if not gradients:
-            outputs = tap(x, training=training)
-            outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
-            return outputs[0], outputs[1:], None, None
-        with tf.GradientTape(watch_accessed_variables=False) as inner:
-            inner.watch(x)
-            outputs = tap(x, training=training)
-            outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
-            task = self._task_loss(y, outputs[0], None)
-            # The gradient of the summed per-example losses: J does not shrink with batch size.
-            summed = task * ops.cast(ops.shape(x)[0], task.dtype)
-        jacobian = inner.gradient(summed, x)
-        if flip:
-            jacobian = ops.flip(jacobian, axis=2)
-        if sample_weight is not None:
-            task = self._task_loss(y, outputs[0], sample_weight)
-        return outputs[0], outputs[1:], task, jacobian
-
-    def _teacher_outputs(self, x, y, cached=None):
-        """Teacher logits, features and J_T; with `cached` J_T, a forward pass only if needed."""
-        active = self._active
-        fresh = "grad_beta" in active and cached is None
-        logits, features, jacobian = None, [], None
-        if fresh or active & {"beta", "alpha", "hint_beta"}:
-            logits, features, _, jacobian = self._run(
-                self._taps.teacher, x, y, None, training=False, gradients=fresh
-            )
-            logits, features = tf.stop_gradient(logits), [tf.stop_gradient(f) for f in features]
-        if cached is not None:
-            jacobian = step_gradients(cached, self._task_loss_fn)
-        return logits, features, None if jacobian is None else tf.stop_gradient(jacobian)
-
-    def _compute_terms(self, x, y, sample_weight, training, cached=None):
-        """All terms of the total loss, as a dict {history key: per-replica weighted mean}."""
-        active = self._active
-        weights = per_example_weights(sample_weight)
-        t_logits, t_features, t_jacobian = self._teacher_outputs(x, y, cached)
-        needs_gradient = bool(active & set(GRADIENT_WEIGHTS))
-        logits, s_features, task, jacobian = self._run(
-            self._taps.student, x, y, sample_weight, training, needs_gradient
+    def _terms(self, x, y, sample_weight, training, cached):
+        """`(logits, {history key: value})` of the batch's active terms (`keras_at.terms`)."""
+        return compute_terms(
+            self._taps.student, self._taps.teacher, x, y, sample_weight, training,
+            loss=self._task_loss_fn, active=self._active, p=self.p, reduction=self.reduction,
+            temperature=self._temperature, hint_adapters=self.hint_adapters,
+            weights=per_example_weights(sample_weight), cached=cached,
         )
-        if task is None:
-            task = self._task_loss(y, logits, sample_weight)
-        terms = {"task_loss": task}
-        per_example = {}
-        if "beta" in active:
-            per_example["at_loss"] = sum(
-                at_loss_per_example(s, t, p=self.p, reduction=self.reduction)
-                for s, t in zip(s_features, t_features)
-            )
-        if "hint_beta" in active:
-            per_example["hint_loss"] = sum(
-                hint_loss_per_example(a(s) if a is not None else s, t)
-                for a, s, t in zip(self.hint_adapters, s_features, t_features)
-            )
-        if "alpha" in active:
-            per_example["kd_loss"] = kd_loss_per_example(logits, t_logits, self._temperature)
-        if "grad_beta" in active:
-            per_example["grad_at_loss"] = input_gradient_distance_per_example(
-                jacobian, t_jacobian
-            )
-        flipped_logits = None
-        if "symmetry_beta" in active:
-            flipped_logits, _, _, flipped = self._run(
-                self._taps.student, x, y, None, training, True, True
-            )
-            per_example["symmetry_loss"] = input_gradient_distance_per_example(jacobian, flipped)
-        if "input_grad_penalty" in active:
-            per_example["input_grad_loss"] = input_gradient_distance_per_example(jacobian)
-        if "symmetry_output_beta" in active:
-            if flipped_logits is None:  # eq. 6 off: a forward pass on flip(x), no inner tape
-                flipped_logits, *_ = self._run(
-                    self._taps.student, x, y, None, training, False, True
-                )
-            per_example["symmetry_output_loss"] = symmetry_output_loss_per_example(
-                logits, flipped_logits
-            )
-        for name, values in per_example.items():
-            terms[name] = weighted_mean(values, weights)
-        return logits, terms
 
     def _total(self, terms):
-        w = self._loss_weights
-        total = terms["task_loss"]
-        if "kd_loss" in terms:
-            total = (1.0 - w["alpha"]) * total + w["alpha"] * terms["kd_loss"]
-        for name in WEIGHTS:
-            if name != "alpha" and TERMS[name] in terms:
-                total = total + w[name] * terms[TERMS[name]]
-        regularization = self.student.losses
-        if regularization:
-            total = total + ops.sum([ops.cast(r, "float32") for r in regularization])
-        adapter_decay = [r for a in self.hint_adapters if a is not None for r in a.losses]
-        if adapter_decay and "hint_loss" in terms:  # the adapters' decay, while they are used
-            decay = ops.sum([ops.cast(r, "float32") for r in adapter_decay])
-            total = total + ops.where(w["hint_beta"] > 0, decay, 0.0)
-        return total
+        """The README's formula (`keras_at.terms.total_loss`), regularisation included."""
+        extra = regularization(self.student, self.hint_adapters,
+                               self._loss_weights["hint_beta"], "hint_loss" in terms)
+        return total_loss(terms, self._loss_weights, extra)
 
     def _record(self, x, y, logits, sample_weight, terms, total):
         batch = ops.shape(x)[0]
@@ -486,7 +296,7 @@ class Distiller(MultiWorkerSupport, TeacherGradientCache, keras.Model):
     def _unpack(self, data):
         """`(images, labels, sample_weight, cached J_T or None)` of a batch, checked."""
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        x, cached = split_teacher_gradients(x, "grad_beta" in self._active)
+        x, cached = grad_at.split_teacher_gradients(x, "grad_at_loss" in self._active)
         y = check_batch(x, y, self._taps.student, self.student.name)
         return x, y, sample_weight, cached
 
@@ -494,9 +304,10 @@ class Distiller(MultiWorkerSupport, TeacherGradientCache, keras.Model):
         x, y, sample_weight, cached = self._unpack(data)
         variables = self._student_variables()
         with tf.GradientTape() as tape:
-            logits, terms = self._compute_terms(x, y, sample_weight, training=True, cached=cached)
+            logits, terms = self._terms(x, y, sample_weight, training=True, cached=cached)
             total = self._total(terms)
-            scaled = self.optimizer.scale_loss(total / _replicas())
+            replicas = tf.distribute.get_strategy().num_replicas_in_sync
+            scaled = self.optimizer.scale_loss(total / replicas)
         gradients = [
             ops.zeros_like(v) if g is None else g  # hint adapters while F-ActT is off
             for g, v in zip(tape.gradient(scaled, variables), variables)
@@ -506,7 +317,7 @@ class Distiller(MultiWorkerSupport, TeacherGradientCache, keras.Model):
 
     def test_step(self, data):
         x, y, sample_weight, cached = self._unpack(data)
-        logits, terms = self._compute_terms(x, y, sample_weight, training=False, cached=cached)
+        logits, terms = self._terms(x, y, sample_weight, training=False, cached=cached)
         return self._record(x, y, logits, sample_weight, terms, self._total(terms))
 
     # === Inspection ===
@@ -517,29 +328,69 @@ class Distiller(MultiWorkerSupport, TeacherGradientCache, keras.Model):
         student's size, and each example's map has unit l2 norm.
         """
         x = ops.convert_to_tensor(x, dtype="float32")
-        s_out = self._taps.student(x, training=False)
-        t_out = self._taps.teacher(x, training=False)
-        s_out = s_out if isinstance(s_out, (list, tuple)) else [s_out]
-        t_out = t_out if isinstance(t_out, (list, tuple)) else [t_out]
+        _, s_features = grad_at.forward(self._taps.student, x, training=False)
+        _, t_features = grad_at.forward(self._taps.teacher, x, training=False)
         maps = {}
-        for (s_name, t_name), s, t in zip(self.pairs, s_out[1:], t_out[1:]):
-            size = tuple(s.shape[1:3])
-            shape = (-1, *size)
-            q_s = normalized_attention(s, self.p, self.reduction)
-            q_t = normalized_attention(t, self.p, self.reduction, size=size)
-            maps[pair_name(s_name, t_name)] = (
-                ops.convert_to_numpy(ops.reshape(q_s, shape)),
-                ops.convert_to_numpy(ops.reshape(q_t, shape)),
+        for (s_name, t_name), s, t in zip(self.pairs, s_features, t_features):
+            shape = (-1, *s.shape[1:3])
+            maps[pair_name(s_name, t_name)] = tuple(
+                ops.convert_to_numpy(ops.reshape(q, shape))
+                for q in compared_maps(s, t, self.p, self.reduction)
             )
         return maps
 
-    def fit(self, x=None, y=None, *args, **kwargs):
-        """As `keras.Model.fit`; empty training data is an error instead of a silent no-op."""
+    def fit(self, x=None, y=None, *args, callbacks=None, **kwargs):
+        """As `keras.Model.fit`; empty training data is an error instead of a silent no-op.
+
+        Under `MultiWorkerMirroredStrategy` only the chief writes where a user looks
+        (`keras_at._multi_worker.chief_only`).
+        """
         refuse_empty(x)
-        history = super().fit(x, y, *args, **kwargs)
+        callbacks = _multi_worker.chief_only(callbacks, self.distribute_strategy)
+        history = super().fit(x, y, *args, callbacks=callbacks, **kwargs)
         if history.epoch and not history.history:
             raise ValueError("fit() read no batch: the training data is empty.")
         return history
+
+    # === Gradient AT: the teacher's J_T, computed once (keras_at.gradient_at) ===
+    def teacher_input_gradients(self, x, y, batch_size: int = 128) -> np.ndarray:
+        """The teacher's input gradient J_T of every example, as the training step computes it.
+
+        `keras_at.gradient_at.teacher_input_gradients` with this Distiller's teacher and
+        compiled loss: d/dx of the teacher's summed per-example task loss, in inference mode.
+        Given back as `((x, J_T), y)`, the step reads it instead of running the teacher's
+        forward and backward pass. Returns float32 `(N, H, W, C)` (N·H·W·C·4 bytes); the result
+        does not depend on `batch_size`, the examples per teacher pass.
+
+        Example:
+
+        ```python
+        gradients = distiller.teacher_input_gradients(x_train, y_train)
+        distiller.fit((x_train, gradients), y_train, batch_size=128, epochs=10)
+        ```
+        """
+        return grad_at.teacher_input_gradients(
+            x, y, self._task_loss_fn, self._teacher_gradient_function(), batch_size
+        )
+
+    def _teacher_gradient_function(self):
+        """J_T of a batch as a `tf.function`, traced once per compiled task loss, not per call."""
+        loss = self._task_loss_fn
+        cached = getattr(self, "_teacher_gradient_cache", None)
+        if cached is None or cached[0] is not loss:
+            # A tuple: Keras's attribute tracking leaves it alone (it wraps lists and dicts).
+            self._teacher_gradient_cache = (loss, grad_at.teacher_gradient_function(
+                self._taps.teacher, self._taps.student, loss, self.student.name))
+        return self._teacher_gradient_cache[1]
+
+    def cached_gradient_dataset(self, x, y, batch_size: int = 128, flip: bool = True,
+                                shuffle: bool = True, seed=None):
+        """`keras_at.data.teacher_gradients.cached_gradient_dataset(self, x, y, ...)`: training
+        data for gradient AT whose teacher gradients are computed once, here."""
+        # Imported here: the Distiller's module imports nothing from keras_at.data.
+        from keras_at.data.teacher_gradients import cached_gradient_dataset
+
+        return cached_gradient_dataset(self, x, y, batch_size, flip, shuffle, seed)
 
     # === Saving ===
     def save(self, filepath, overwrite: bool = False, **kwargs):
@@ -555,7 +406,7 @@ class Distiller(MultiWorkerSupport, TeacherGradientCache, keras.Model):
         """As `keras.Model.load_weights`; a term the loaded weights switch on is computed."""
         super().load_weights(filepath, *args, **kwargs)
         for name in WEIGHTS:
-            if name not in self._active and getattr(self, name) != 0:
+            if TERMS[name] not in self._active and getattr(self, name) != 0:
                 self._set_loss_weight(name, getattr(self, name))
 
     def save_own_variables(self, store):
@@ -563,40 +414,34 @@ class Distiller(MultiWorkerSupport, TeacherGradientCache, keras.Model):
         store[saving.PAIRS_KEY] = saving.pairs_record(self.pairs, self.hint_adapters)
 
     def load_own_variables(self, store):
-        saving.check_saved_pairs(store, self.pairs, self.hint_adapters)
-        # Added after 0.1.0, in this order: files saved before them still load.
+        # The live variables added after 0.1.0, in this order: files saved before them load.
         optional = [self._loss_weights["symmetry_output_beta"], self._temperature,
                     self.schedule_marks]
-        saving.load_own_variables(self, store, optional=optional)
+        saving.load_distiller_variables(self, store, optional)
 
     def compile_from_config(self, config):
-        config = keras.saving.deserialize_keras_object(config)
-        self.compile(**config)
+        self.compile(**keras.saving.deserialize_keras_object(config))
         if self.optimizer is not None:
             self.optimizer.build(self._student_variables())
 
+    # === keras-team/keras#20585 under MultiWorkerMirroredStrategy (keras_at._multi_worker) ===
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        return _multi_worker.maybe_symbolic_build(self, super()._maybe_symbolic_build,
+                                                  iterator, data_batch)
+
+    def _make_function(self, step_function):
+        return _multi_worker.make_function(self, super()._make_function, step_function)
+
     # === Config ===
     def get_config(self):
-        config = super().get_config()
-        config.update(
-            student=keras.saving.serialize_keras_object(self.student),
-            teacher=keras.saving.serialize_keras_object(self.teacher),
-            pairs=[list(pair) for pair in self.pairs],
-            p=self.p,
-            reduction=self.reduction,
-            temperature=self.temperature,
-            input_shape=list(self._given_input_shape) if self._given_input_shape else None,
-            hint_weight_decay=self.hint_weight_decay,
-            **{name: getattr(self, name) for name in WEIGHTS},
+        shape = self._given_input_shape
+        return saving.distiller_config(
+            self, super().get_config(), WEIGHTS, input_shape=list(shape) if shape else None
         )
-        return config
 
     @classmethod
     def from_config(cls, config):
-        config = dict(config)
-        config["student"] = keras.saving.deserialize_keras_object(config["student"])
-        config["teacher"] = keras.saving.deserialize_keras_object(config["teacher"])
-        return cls(**config)
+        return cls(**saving.networks_deserialized(config))
 
 
 class _Taps:

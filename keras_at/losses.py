@@ -48,6 +48,22 @@ def _same_batch(student, teacher, name: str):
         return tf.identity(teacher)
 
 
+def task_loss(loss, y, logits, sample_weight=None):
+    """The compiled task loss `loss(y, logits, sample_weight)` as a per-replica mean.
+
+    Keras losses divide by the replica count under `tf.distribute`; the Distiller's terms are
+    per-replica means, divided by the replica count once, for the total.
+    """
+    if loss is None:
+        raise ValueError("Call `distiller.compile(...)` before training or evaluating.")
+    value = loss(y, ops.cast(logits, "float32"), sample_weight)
+    if keras.backend.backend() != "tensorflow":
+        return value
+    import tensorflow as tf
+
+    return value * tf.distribute.get_strategy().num_replicas_in_sync
+
+
 def weighted_mean(values, sample_weight=None):
     """`sum_b w_b * values_b / B`: Keras's "sum_over_batch_size" reduction of a weighted loss.
 
@@ -98,10 +114,17 @@ def at_loss_per_example(student_features, teacher_features, p: float = 2,
                         reduction: str = "sum"):
     """`at_loss` of each example, shape `(B,)`: the mean over positions only."""
     teacher_features = _same_batch(student_features, teacher_features, "at_loss")
+    q_s, q_t = compared_maps(student_features, teacher_features, p, reduction)
+    return ops.mean(ops.square(q_s - q_t), axis=-1)
+
+
+def compared_maps(student_features, teacher_features, p: float = 2, reduction: str = "sum"):
+    """`(q_s, q_t)`: the `(B, H*W)` normalised maps eq. 2 compares, the teacher's resized to
+    the student's `(H, W)`."""
     size = tuple(student_features.shape[1:3])
     q_s = normalized_attention(student_features, p=p, reduction=reduction)
     q_t = normalized_attention(teacher_features, p=p, reduction=reduction, size=size)
-    return ops.mean(ops.square(q_s - q_t), axis=-1)
+    return q_s, q_t
 
 
 def kd_loss(student_logits, teacher_logits, temperature: float = 4.0):

@@ -17,9 +17,10 @@ import json
 import os
 import uuid
 
+import keras
 import numpy as np
 
-from keras_at.checks import refuse_overwrite
+from keras_at._validate import refuse_overwrite
 
 # The key under which a Distiller's weights record its pairs and hint adapters.
 PAIRS_KEY = "pairs"
@@ -103,6 +104,36 @@ def check_saved_pairs(store, pairs, adapters) -> None:
         "Distiller built with the saved pairs (its `student` and `teacher` are then the trained "
         "networks)."
     )
+
+
+def load_distiller_variables(distiller, store, optional) -> None:
+    """A Distiller's `load_own_variables`: its pairs checked, then its variables loaded."""
+    check_saved_pairs(store, distiller.pairs, distiller.hint_adapters)
+    load_own_variables(distiller, store, optional=optional)
+
+
+def distiller_config(distiller, base: dict, weights, input_shape) -> dict:
+    """A Distiller's `get_config`: `base` (Keras's) with every constructor argument."""
+    return {
+        **base,
+        "student": keras.saving.serialize_keras_object(distiller.student),
+        "teacher": keras.saving.serialize_keras_object(distiller.teacher),
+        "pairs": [list(pair) for pair in distiller.pairs],
+        "p": distiller.p,
+        "reduction": distiller.reduction,
+        "temperature": distiller.temperature,
+        "input_shape": input_shape,
+        "hint_weight_decay": distiller.hint_weight_decay,
+        **{name: getattr(distiller, name) for name in weights},
+    }
+
+
+def networks_deserialized(config: dict) -> dict:
+    """A Distiller's config with its `student` and `teacher` deserialised (`from_config`)."""
+    config = dict(config)
+    for network in ("student", "teacher"):
+        config[network] = keras.saving.deserialize_keras_object(config[network])
+    return config
 
 
 def load_own_variables(layer, store, optional=()) -> None:

@@ -1,4 +1,5 @@
-"""The Distiller's loss weights: names, the term each multiplies, and their validation.
+"""The Distiller's live settings: loss weights (names, the term each multiplies), temperature,
+attention settings, with their validation and the properties that expose them.
 
 The KD temperature is validated here too: like the weights, it is a live variable of the
 Distiller, and a value is refused alike at construction and at assignment (booleans and
@@ -16,7 +17,9 @@ from __future__ import annotations
 import math
 
 import keras
-import numpy as np
+
+from keras_at._validate import check_nonnegative, check_number
+from keras_at.attention import check_attention_args
 
 # Loss weights, in the order of the Distiller's arguments.
 WEIGHTS = ("beta", "alpha", "hint_beta", "grad_beta", "symmetry_beta", "input_grad_penalty",
@@ -31,27 +34,11 @@ TERMS = {
     "input_grad_penalty": "input_grad_loss",
     "symmetry_output_beta": "symmetry_output_loss",
 }
-# Terms that need the student's input gradient (an inner tape).
-GRADIENT_WEIGHTS = ("grad_beta", "symmetry_beta", "input_grad_penalty")
-# Terms that read the activation pairs.
-PAIR_WEIGHTS = ("beta", "hint_beta")
-
-
-def _number(name: str, value) -> float:
-    """`value` as a float; booleans and strings are refused, not read as 1.0 or parsed."""
-    if isinstance(value, (bool, np.bool_, str, bytes)):
-        raise ValueError(f"`{name}` must be a number, got {value!r}.")
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"`{name}` must be a number, got {value!r}.") from None
 
 
 def check_weight(name: str, value) -> float:
     """`value` as a float, or a `ValueError` naming the weight and what was expected."""
-    value = _number(name, value)
-    if not math.isfinite(value) or value < 0:
-        raise ValueError(f"`{name}` must be a finite number >= 0, got {value!r}.")
+    value = check_nonnegative(value, name)
     if name == "alpha" and value > 1:
         raise ValueError(f"`alpha` must be in [0, 1], got {value!r}.")
     return value
@@ -59,10 +46,28 @@ def check_weight(name: str, value) -> float:
 
 def check_temperature(value) -> float:
     """The KD temperature as a float, or a `ValueError`: it must be finite and > 0."""
-    value = _number("temperature", value)
+    value = check_number(value, "temperature")
     if not (math.isfinite(value) and value > 0):
         raise ValueError(f"`temperature` must be a finite number > 0, got {value!r}.")
     return value
+
+
+def live_variables(weights, temperature):
+    """`({name: weight}, temperature, schedule_marks)`: non-trainable float32 variables.
+
+    `weights` are the values of `WEIGHTS` in order. Created in the order the saved files
+    hold them. `schedule_marks` holds, per weight, the `(epoch, value)` a schedule callback
+    last set (-1: none): saved with the weights, so a run resumed mid-epoch does not apply
+    that epoch's schedule twice.
+    """
+
+    def variable(name, value):
+        return keras.Variable(value, trainable=False, dtype="float32", name=name)
+
+    named = {name: variable(name, check_weight(name, v)) for name, v in zip(WEIGHTS, weights)}
+    temperature = variable("temperature", check_temperature(temperature))
+    marks = variable("schedule_marks", [[-1.0, 0.0]] * len(WEIGHTS))
+    return named, temperature, marks
 
 
 def weight_property(name: str) -> property:
@@ -75,3 +80,50 @@ def weight_property(name: str) -> property:
         self._set_loss_weight(name, value)
 
     return property(getter, setter, doc=f"Loss weight `{name}`; settable during `fit`.")
+
+
+def temperature_property() -> property:
+    """The KD temperature, a live variable (`_temperature`) like the weights."""
+
+    def getter(self):
+        return float(keras.ops.convert_to_numpy(self._temperature))
+
+    def setter(self, value):
+        self._temperature.assign(check_temperature(value))
+
+    return property(getter, setter, doc="KD temperature, a live variable: a new value takes "
+                                        "effect at the next step.")
+
+
+def attention_property(name: str, doc: str) -> property:
+    """`p` or `reduction` (held as `_p`, `_reduction`): the traced step reads the Python value,
+    so assigning a new one retraces it."""
+
+    def getter(self):
+        return getattr(self, f"_{name}")
+
+    def setter(self, value):
+        settings = {"p": self._p, "reduction": self._reduction, name: value}
+        check_attention_args(settings["p"], settings["reduction"])
+        if value != getter(self):
+            setattr(self, f"_{name}", value)
+            self._retrace()
+
+    return property(getter, setter, doc=doc)
+
+
+def pairs_property() -> property:
+    """The `(student_layer_name, teacher_layer_name)` pairs (`_pairs`): read-only."""
+
+    def getter(self):
+        return list(self._pairs)
+
+    def setter(self, value):
+        raise AttributeError(
+            "`pairs` is fixed at construction: the feature taps, hint adapters and saved weights "
+            "are built for it. Build a new keras_at.Distiller(student, teacher, pairs=[...]); "
+            "the student and teacher keep their weights."
+        )
+
+    return property(getter, setter, doc="The `(student_layer_name, teacher_layer_name)` pairs, "
+                                        "fixed at construction.")

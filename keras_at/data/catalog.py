@@ -66,7 +66,7 @@ FASHION_CLASSES = (
 DIGIT_CLASSES = tuple(str(d) for d in range(10))
 
 _INFOS = {
-    # The paper's constants, from the authors' code (mean, std of the train split x 255).
+    # The authors' code's constants (mean, std of the train split x 255).
     "cifar10": DatasetInfo(
         "cifar10", 10, (32, 32, 3),
         mean=(125.3 / 255, 123.0 / 255, 113.9 / 255),
