@@ -112,6 +112,7 @@ class _RemoveDirectory(keras.callbacks.Callback):
 
 
 # The attribute that holds each writing callback's path, set before `on_train_begin` reads it.
+# keras_at's own writing callbacks name theirs in a `writes_to` class attribute.
 _WRITER_PATHS = {
     keras.callbacks.TensorBoard: "log_dir",
     keras.callbacks.ModelCheckpoint: "filepath",
@@ -130,18 +131,16 @@ def chief_only(callbacks, strategy=None):
     """
     if is_chief(strategy) or not callbacks:
         return callbacks
-    from keras_at.callbacks import AttentionMapLogger  # keras_at.callbacks imports the Distiller
-
     private = tempfile.mkdtemp(prefix="keras-at-worker-")
-    paths = {**_WRITER_PATHS, AttentionMapLogger: "log_dir"}
     kept = []
     for i, callback in enumerate(callbacks):
         if isinstance(callback, keras.callbacks.BackupAndRestore):
             callback = _PrivateBackup(callback, private)
-        for kind, attribute in paths.items():
-            if isinstance(callback, kind):
-                callback = copy.copy(callback)
-                name = os.path.basename(getattr(callback, attribute).rstrip("/\\"))
-                setattr(callback, attribute, os.path.join(private, str(i), name))
+        attribute = getattr(type(callback), "writes_to", None) or next(
+            (a for kind, a in _WRITER_PATHS.items() if isinstance(callback, kind)), None)
+        if attribute is not None:
+            callback = copy.copy(callback)
+            name = os.path.basename(getattr(callback, attribute).rstrip("/\\"))
+            setattr(callback, attribute, os.path.join(private, str(i), name))
         kept.append(callback)
     return [*kept, _RemoveDirectory(private)]

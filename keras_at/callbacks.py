@@ -277,6 +277,10 @@ class AttentionMapLogger(keras.callbacks.Callback):
     ```
     """
 
+    # Where it writes: under MultiWorkerMirroredStrategy, workers other than the chief are
+    # pointed to a private directory (keras_at._multi_worker.chief_only).
+    writes_to = "log_dir"
+
     def __init__(
         self,
         log_dir,
