@@ -17,17 +17,21 @@ import keras_at
 ROOT = Path(__file__).resolve().parent.parent
 
 
-@pytest.fixture(scope="module")
-def metadata():
-    """The keyword arguments setup.py passes to `setuptools.setup`, setup.py run as written."""
+def run_setup_py(path: Path) -> dict:
+    """The keyword arguments the setup.py at `path` passes to `setuptools.setup`, run as written."""
     captured = {}
     patch = pytest.MonkeyPatch()
     patch.setattr(setuptools, "setup", lambda **kwargs: captured.update(kwargs))
     try:
-        runpy.run_path(str(ROOT / "setup.py"), run_name="__main__")
+        runpy.run_path(str(path), run_name="__main__")
     finally:
         patch.undo()
     return captured
+
+
+@pytest.fixture(scope="module")
+def metadata():
+    return run_setup_py(ROOT / "setup.py")
 
 
 def test_version_is_written_once_and_setup_py_reads_it(metadata):
@@ -47,14 +51,7 @@ def test_setup_py_parses_the_version_file(tmp_path):
     (tmp_path / "keras_at" / "_version.py").write_text('__version__ = "9.8.7"\n')
     (tmp_path / "README.md").write_text("readme")
     (tmp_path / "setup.py").write_text((ROOT / "setup.py").read_text(encoding="utf-8"))
-    captured = {}
-    patch = pytest.MonkeyPatch()
-    patch.setattr(setuptools, "setup", lambda **kwargs: captured.update(kwargs))
-    try:
-        runpy.run_path(str(tmp_path / "setup.py"), run_name="__main__")
-    finally:
-        patch.undo()
-    assert captured["version"] == "9.8.7"
+    assert run_setup_py(tmp_path / "setup.py")["version"] == "9.8.7"
 
 
 def test_license_file_and_metadata_agree(metadata):
