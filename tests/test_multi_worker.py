@@ -15,10 +15,13 @@ import time
 
 import numpy as np
 import pytest
+import test_examples
 
 HERE = os.path.dirname(__file__)
 WORKER = os.path.join(HERE, "multi_worker_worker.py")
+IMAGENET = os.path.join(os.path.dirname(HERE), "examples", "imagenet.py")
 LIMIT_S = 90
+image_folder = test_examples.image_folder  # the fixture: a tiny 2-class image folder
 
 
 def free_ports(n):
@@ -34,16 +37,17 @@ def tf_config(ports, index):
     return json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
 
 
-def start(args, env=None):
-    """Starts the worker script; its output goes to the file `<first arg>.log`."""
+def start(args, env=None, script=WORKER, log=None):
+    """Starts `script` (the worker script); its output goes to `log` (`<first arg>.log`)."""
     env = {**os.environ, **(env or {})}
     env["PYTHONPATH"] = os.pathsep.join(
         p for p in (os.path.dirname(HERE), env.get("PYTHONPATH")) if p
     )
-    with open(f"{args[0]}.log", "w") as log:
-        proc = subprocess.Popen([sys.executable, WORKER, *args], env=env, stdout=log,
-                                stderr=subprocess.STDOUT, start_new_session=True)
-    proc.log = f"{args[0]}.log"
+    log = str(log or f"{args[0]}.log")
+    with open(log, "w") as output:
+        proc = subprocess.Popen([sys.executable, script, *map(str, args)], env=env,
+                                stdout=output, stderr=subprocess.STDOUT, start_new_session=True)
+    proc.log = log
     return proc
 
 
@@ -219,6 +223,44 @@ def test_imagenet_multi_worker_refuses_what_it_cannot_run(monkeypatch, tmp_path)
         imagenet.main([*base, "--teacher", "t.keras", "--beta", "0"])
     with pytest.raises(SystemExit, match="needs --out"):
         imagenet.main([str(tmp_path), "--multi-worker", "--teacher", "t.keras"])
+
+
+def test_imagenet_multi_worker_trains_on_two_workers_into_the_chiefs_out_only(image_folder,
+                                                                               tmp_path):
+    # The example itself, one process per worker. Its ResNets have batch normalisation, whose
+    # statistics are each worker's own: unlike the BN-free nets above, the history is not
+    # compared with one process's (it differs by design, not by a fault).
+    from keras_at import models
+
+    teacher = tmp_path / "r34.keras"  # freshly initialised: finite attention maps
+    models.resnet(34, 2, (32, 32, 3)).save(teacher)
+    out = tmp_path / "run"
+    args = [image_folder, "--multi-worker", "--teacher", teacher, "--out", out,
+            "--image-size", "32", "--batch-size", "8", "--limit", "8", "--test-limit", "4",
+            "--epochs", "2", "--lr-epochs", "", "--transfer-start-epoch", "1"]
+    ports = free_ports(2)
+    env = {"TMPDIR": str(tmp_path), "KERAS_AT_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": "",
+           "KERAS_BACKEND": "tensorflow"}
+    procs = []
+    try:
+        for i in range(2):
+            procs.append(start(args, {**env, "TF_CONFIG": tf_config(ports, i)}, script=IMAGENET,
+                               log=tmp_path / f"worker{i}.log"))
+        texts = wait_all(procs, time.monotonic() + LIMIT_S)
+    finally:
+        stop(procs)
+    check_exit(procs, texts, [0, 0])
+    assert all("2 replica(s): CollectiveAllReduceStrategy" in text for text in texts), texts
+    assert (out / "student.keras").is_file()
+    records = read(out / "history.json")["student"]
+    assert [r["epoch"] for r in records] == [1, 2] and all(r["at_loss"] > 0 for r in records)
+    assert not (out / "backup_student").exists()  # deleted by the chief after the last epoch
+    # The other worker ran into its private directory (it says where), removed at its exit.
+    assert texts[0].rstrip().endswith(f"Run: {out}"), texts[0][-500:]
+    private = texts[1].rstrip().rsplit("Run: ", 1)[1]
+    assert os.path.dirname(private) == str(tmp_path) and not os.path.exists(private), private
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r34.keras", "run", "worker0.log",
+                                                          "worker1.log"]
 
 
 @pytest.mark.xfail(strict=True, reason="keras-team/keras issue 20585: when plain Keras fits "
