@@ -27,6 +27,7 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 
 from keras_at import data  # noqa: E402
+from keras_at.saving import write_text_atomically  # noqa: E402
 
 # Arguments that may differ between a run and its `--resume`.
 RESUME_FREE = ("resume", "overwrite", "verbose")
@@ -247,7 +248,4 @@ def read_json(path: str, default=None):
 
 def write_json(path: str, value) -> None:
     """Writes through a temporary file, so a killed process never leaves half a file."""
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(value, f, indent=1)
-    os.replace(tmp, path)
+    write_text_atomically(path, json.dumps(value, indent=1))

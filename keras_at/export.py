@@ -10,7 +10,6 @@ swaps one for the other and keeps every weight and setting.
 from __future__ import annotations
 
 import os
-import tempfile
 
 import keras
 
@@ -18,6 +17,7 @@ from keras_at._graph import is_graph_model
 from keras_at._validate import refuse_overwrite
 from keras_at.distiller import Distiller
 from keras_at.models.batch_norm import BatchNorm
+from keras_at.saving import save_atomically
 
 __all__ = ["export_student", "to_core_keras"]
 
@@ -57,18 +57,8 @@ def export_student(model_or_distiller, path, overwrite: bool = False) -> keras.M
         raise ValueError(f"`path` must end with .keras (Keras's saving format), got {path!r}.")
     refuse_overwrite(path, overwrite)
     core = to_core_keras(_student_of(model_or_distiller))
-    folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(suffix=".keras", prefix=".export-", dir=folder)
-    os.close(handle)
-    try:
-        core.save(temporary)
-        # Checked again just before the rename: a file that appeared meanwhile is not replaced.
-        refuse_overwrite(path, overwrite)
-        os.replace(temporary, path)
-    finally:
-        if os.path.exists(temporary):
-            os.remove(temporary)
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    save_atomically(core.save, path, overwrite)
     return core
 
 

@@ -27,11 +27,12 @@ PAIRS_KEY = "pairs"
 
 
 @contextlib.contextmanager
-def replacing(filepath):
+def replacing(filepath, overwrite: bool = True):
     """Yields a temporary path beside `filepath`, renamed over it when the block succeeds.
 
     The temporary name keeps the target's extension (Keras picks the format from it). On any
-    error the temporary file is removed and the target is left as it was.
+    error the temporary file is removed and the target is left as it was. Without `overwrite`,
+    a file that appeared at `filepath` while the block ran is not replaced either.
     """
     filepath = os.fspath(filepath)
     folder, name = os.path.split(os.path.abspath(filepath))
@@ -41,6 +42,7 @@ def replacing(filepath):
         yield temporary
         with open(temporary, "rb+") as f:
             os.fsync(f.fileno())  # the bytes are on disk before the name points at them
+        refuse_overwrite(filepath, overwrite)
         os.replace(temporary, filepath)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
@@ -60,7 +62,7 @@ def save_atomically(save, filepath, overwrite: bool = True, **kwargs) -> None:
     if "://" in str(filepath) or several:
         save(filepath, overwrite=True, **kwargs)
         return
-    with replacing(filepath) as temporary:
+    with replacing(filepath, overwrite) as temporary:
         save(temporary, overwrite=True, **kwargs)
 
 
