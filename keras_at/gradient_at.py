@@ -44,7 +44,8 @@ def forward(tap, x, training, flip: bool = False):
 
 
 def forward_with_input_gradient(tap, x, y, loss, training, flip: bool = False):
-    """`(logits, features, J)`: `forward` and each example's input gradient J of the task loss.
+    """`(logits, features, J, task)`: `forward`, each example's input gradient J of the task
+    loss, and that task loss (the unweighted per-replica mean, `losses.task_loss`).
 
     J is d/dx of the summed per-example task losses (`loss`, the compiled Keras loss), so it
     does not shrink with the batch size. It is unweighted: sample weights weigh the terms built
@@ -61,7 +62,7 @@ def forward_with_input_gradient(tap, x, y, loss, training, flip: bool = False):
     jacobian = inner.gradient(summed, x)
     if flip:
         jacobian = ops.flip(jacobian, axis=2)
-    return logits, features, jacobian
+    return logits, features, jacobian, mean
 
 
 # === The teacher's J_T, computed once ===
@@ -92,7 +93,9 @@ def teacher_gradient_function(teacher, student, loss, student_name: str = "stude
     @tf.function(reduce_retracing=True)
     def teacher_gradients(images, labels):
         labels = check_batch(images, labels, student, student_name)
-        *_, jacobian = forward_with_input_gradient(teacher, images, labels, loss, training=False)
+        _, _, jacobian, _ = forward_with_input_gradient(
+            teacher, images, labels, loss, training=False
+        )
         return jacobian
 
     return teacher_gradients

@@ -83,7 +83,7 @@ def teacher_outputs(tap, x, y, loss, active, cached=None):
     fresh = "grad_at_loss" in active and cached is None
     logits, features, jacobian = None, [], None
     if fresh:
-        logits, features, jacobian = forward_with_input_gradient(
+        logits, features, jacobian, _ = forward_with_input_gradient(
             tap, x, y, loss, training=False
         )
     elif active & set(TEACHER_TERMS):
@@ -105,9 +105,11 @@ def compute_terms(student, teacher, x, y, sample_weight, training, *, loss, acti
     teacher's precomputed J_T or None.
     """
     t_logits, t_features, t_jacobian = teacher_outputs(teacher, x, y, loss, active, cached)
-    jacobian = None
+    jacobian = task = None
     if active & set(GRADIENT_TERMS):
-        logits, features, jacobian = forward_with_input_gradient(student, x, y, loss, training)
+        logits, features, jacobian, task = forward_with_input_gradient(
+            student, x, y, loss, training
+        )
     else:
         logits, features = forward(student, x, training)
     per_example = {}
@@ -127,7 +129,7 @@ def compute_terms(student, teacher, x, y, sample_weight, training, *, loss, acti
         per_example["grad_at_loss"] = input_gradient_distance_per_example(jacobian, t_jacobian)
     flipped_logits = None
     if "symmetry_loss" in active:
-        flipped_logits, _, flipped = forward_with_input_gradient(
+        flipped_logits, _, flipped, _ = forward_with_input_gradient(
             student, x, y, loss, training, flip=True
         )
         per_example["symmetry_loss"] = input_gradient_distance_per_example(jacobian, flipped)
@@ -139,7 +141,9 @@ def compute_terms(student, teacher, x, y, sample_weight, training, *, loss, acti
         per_example["symmetry_output_loss"] = symmetry_output_loss_per_example(
             logits, flipped_logits
         )
-    terms = {"task_loss": task_loss(loss, y, logits, sample_weight)}
+    if task is None or sample_weight is not None:  # the inner tape's mean is unweighted
+        task = task_loss(loss, y, logits, sample_weight)
+    terms = {"task_loss": task}
     for name, values in per_example.items():
         terms[name] = weighted_mean(values, weights)
     return logits, terms
