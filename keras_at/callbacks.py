@@ -16,7 +16,6 @@ import os
 
 import keras
 import numpy as np
-import tensorflow as tf
 
 from keras_at._validate import check_int, check_nonnegative
 from keras_at.backup import BackupAndRestore
@@ -312,7 +311,7 @@ class AttentionMapLogger(keras.callbacks.Callback):
                 "AttentionMapLogger needs activation pairs, but the Distiller has `pairs=[]`."
             )
         if self._writer is None:
-            self._writer = tf.summary.create_file_writer(os.path.join(self.log_dir, "attention"))
+            self._writer = _summary().create_file_writer(os.path.join(self.log_dir, "attention"))
 
     def on_epoch_end(self, epoch, logs=None):
         if epoch % self.every_n_epochs == 0:
@@ -328,12 +327,13 @@ class AttentionMapLogger(keras.callbacks.Callback):
         description = (f"Rows: the {len(self.images)} logged examples. Columns: "
                        + ", ".join(GRID_COLUMNS) + " (the student's map over the image).")
         # record_if(True): a TensorBoard callback with update_freq=N may have pushed a condition.
-        with self._writer.as_default(step=step), tf.summary.record_if(True):
+        summary = _summary()
+        with self._writer.as_default(step=step), summary.record_if(True):
             for name, (student, teacher) in maps.items():
                 tag = f"attention/{name}"
                 grid = pair_grid(self.images, student, teacher, self.cmap)
-                tf.summary.image(tag, grid[None], max_outputs=1, description=description)
-                tf.summary.scalar(f"{tag}/distance", float(np.mean(np.square(student - teacher))))
+                summary.image(tag, grid[None], max_outputs=1, description=description)
+                summary.scalar(f"{tag}/distance", float(np.mean(np.square(student - teacher))))
         self._writer.flush()
 
     def get_config(self):
@@ -348,3 +348,17 @@ class AttentionMapLogger(keras.callbacks.Callback):
     @classmethod
     def from_config(cls, config):
         return cls(**config)
+
+
+def _summary():
+    """`tf.summary`: TensorBoard's event files are written by TensorFlow, on any backend (as
+    for `keras.callbacks.TensorBoard`)."""
+    try:
+        import tensorflow as tf
+    except ImportError as error:
+        raise ImportError(
+            "AttentionMapLogger writes TensorBoard event files with tf.summary, which needs "
+            "TensorFlow (`pip install tensorflow`, the CPU build is enough); the Distiller itself "
+            f"runs on {keras.backend.backend()!r} without it."
+        ) from error
+    return tf.summary

@@ -1,18 +1,33 @@
 """Refusing what would fail later: bad images, labels, sample weights, empty data, overwriting.
 
 Each check raises early, while the step is traced or before `fit` starts, with
-a message that names the problem, instead of a TensorFlow traceback from
-inside the graph hours into training.
+a message that names the problem, instead of a traceback from inside the compiled
+step hours into training. The label check needs the labels' values, so it runs inside
+the step (`keras_at.backend.check_labels`).
 """
 
 from __future__ import annotations
 
-import tensorflow as tf
+import sys
 
+import keras
+from keras import ops
+
+from keras_at import backend
 from keras_at._validate import shapes_match
 
-# The name scope of the label check's few ops in the traced step.
-LABEL_CHECK_SCOPE = "check_labels"
+
+def dtype_name(x) -> str:
+    """The Keras name of `x`'s dtype (`"float32"`, `"int64"`, ...), on any backend."""
+    return keras.backend.standardize_dtype(x.dtype)
+
+
+def is_floating(x) -> bool:
+    return dtype_name(x).startswith(("float", "bfloat"))
+
+
+def _is_integer(x) -> bool:
+    return dtype_name(x).startswith(("int", "uint"))
 
 
 def check_batch(x, y, tap, model_name: str):
@@ -27,9 +42,9 @@ def check_batch(x, y, tap, model_name: str):
             "The Distiller expects a single image tensor as input, or (images, "
             f"teacher_gradients) for gradient AT; got a {type(x).__name__}."
         )
-    if not x.dtype.is_floating:
+    if not is_floating(x):
         raise ValueError(
-            f"Images must be floating point, got dtype {x.dtype.name}; normalise them "
+            f"Images must be floating point, got dtype {dtype_name(x)}; normalise them "
             "(keras_at.data.load does) or cast them before fit/evaluate."
         )
     expected = tuple(tap.inputs[0].shape[1:])
@@ -41,50 +56,22 @@ def check_batch(x, y, tap, model_name: str):
             "the channel count and the image size."
         )
     classes = tap.outputs[0].shape[-1]
-    if y is None or not (y.dtype.is_integer or (y.dtype.is_floating and _sparse(y, classes))):
+    if y is None or not (_is_integer(y) or (is_floating(y) and _sparse(y, classes))):
         return y  # one-hot or soft labels: the loss reads them as given
-    with tf.name_scope(LABEL_CHECK_SCOPE):
-        checks = []
-        if y.dtype.is_floating:
-            # A sparse loss casts float labels to int: 2.7 would silently become class 2.
-            fractional = tf.not_equal(y, tf.round(y))
-            checks.append(_assert_none(
-                fractional, y, "Float labels must be whole class indices; fractional labels:"
-            ))
-        outside = (y < 0) | (y >= tf.cast(classes, y.dtype))
-        checks.append(_assert_none(
-            outside, y, f"Labels must be in [0, {classes}), the student's classes; got labels:"
-        ))
-        with tf.control_dependencies(checks):
-            return tf.identity(y)
+    return backend.check_labels(y, classes, whole=is_floating(y))
 
 
 def _sparse(y, classes) -> bool:
     """Whether float `y` holds one class index per example, `(B,)` or `(B, 1)`, rather than
     one-hot rows or a binary classifier's soft targets (one logit)."""
-    rank = y.shape.rank
+    rank = len(y.shape)
     return classes != 1 and (rank == 1 or (rank == 2 and y.shape[-1] == 1))
-
-
-def _assert_none(bad, y, message):
-    """An assertion that no element of `bad` is true, printing the offending values of `y`.
-
-    The offending values are gathered only when the check fails (in a `tf.cond` branch), so a
-    step with good labels runs a reduction and a branch, not a mask of the batch.
-    """
-
-    def fail():
-        offending, _ = tf.unique(tf.reshape(tf.boolean_mask(y, bad), [-1]))
-        check = tf.debugging.Assert(False, [message, offending], summarize=20)
-        with tf.control_dependencies([check]):
-            return tf.constant(False)
-
-    return tf.cond(tf.reduce_any(bad), fail, lambda: tf.constant(True))
 
 
 def refuse_empty(x) -> None:
     """A `ValueError` for a dataset or array known to hold no example."""
-    if isinstance(x, tf.data.Dataset):
+    tf = sys.modules.get("tensorflow")  # a tf.data.Dataset needs TensorFlow imported
+    if tf is not None and isinstance(x, tf.data.Dataset):
         empty = int(x.cardinality()) == 0
     else:
         empty = hasattr(x, "shape") and len(x.shape) > 0 and x.shape[0] == 0
@@ -106,4 +93,4 @@ def per_example_weights(sample_weight):
             f"The Distiller weighs every loss term per example: sample weights must be one per "
             f"example, shape (B,) or (B, 1); got shape {shape}."
         )
-    return tf.reshape(tf.cast(sample_weight, tf.float32), (-1,))
+    return ops.reshape(ops.cast(sample_weight, "float32"), (-1,))

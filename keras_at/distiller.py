@@ -13,6 +13,8 @@ computed, and gradient AT alone does not run the teacher at all.
 Every loss is the global mean over the whole batch under `tf.distribute`:
 terms are computed as per-replica means, logged with the replica's batch
 size as weight, and divided by the replica count for gradient summation.
+The step's logic is written once with `keras.ops`; its gradient plumbing (a tape on
+TensorFlow, a stateless `jax.value_and_grad` on JAX) is `keras_at.backend`'s.
 Sample weights (and `class_weight`, which Keras turns into them) weigh every
 term per example as Keras weighs the task loss: `sum_b w_b * term_b / B`.
 """
@@ -21,10 +23,9 @@ from __future__ import annotations
 
 import keras
 import numpy as np
-import tensorflow as tf
 from keras import ops
 
-from keras_at import _multi_worker, saving
+from keras_at import backend, saving
 from keras_at import features as feat
 from keras_at import gradient_at as grad_at
 from keras_at.attention import check_attention_args
@@ -45,7 +46,7 @@ from keras_at.weights import (
 
 
 @keras.saving.register_keras_serializable(package="keras_at")
-class Distiller(keras.Model):
+class Distiller(backend.Trainer, keras.Model):
     """Trains a student with attention transfer (and KD, hints, gradient AT) from a teacher.
 
     The teacher is frozen: it is never trained and always runs in inference
@@ -300,26 +301,6 @@ class Distiller(keras.Model):
         y = check_batch(x, y, self._taps.student, self.student.name)
         return x, y, sample_weight, cached
 
-    def train_step(self, data):
-        x, y, sample_weight, cached = self._unpack(data)
-        variables = self._student_variables()
-        with tf.GradientTape() as tape:
-            logits, terms = self._terms(x, y, sample_weight, training=True, cached=cached)
-            total = self._total(terms)
-            replicas = tf.distribute.get_strategy().num_replicas_in_sync
-            scaled = self.optimizer.scale_loss(total / replicas)
-        gradients = [
-            ops.zeros_like(v) if g is None else g  # hint adapters while F-ActT is off
-            for g, v in zip(tape.gradient(scaled, variables), variables)
-        ]
-        self.optimizer.apply(gradients, variables)
-        return self._record(x, y, logits, sample_weight, terms, total)
-
-    def test_step(self, data):
-        x, y, sample_weight, cached = self._unpack(data)
-        logits, terms = self._terms(x, y, sample_weight, training=False, cached=cached)
-        return self._record(x, y, logits, sample_weight, terms, self._total(terms))
-
     # === Inspection ===
     def attention_maps(self, x) -> dict:
         """`{pair_name: (student_map, teacher_map)}`: normalised `(B, H, W)` numpy maps.
@@ -343,10 +324,10 @@ class Distiller(keras.Model):
         """As `keras.Model.fit`; empty training data is an error instead of a silent no-op.
 
         Under `MultiWorkerMirroredStrategy` only the chief writes where a user looks
-        (`keras_at._multi_worker.chief_only`).
+        (`keras_at._multi_worker.chief_only`, TensorFlow).
         """
         refuse_empty(x)
-        callbacks = _multi_worker.chief_only(callbacks, self.distribute_strategy)
+        callbacks = self._worker_callbacks(callbacks)
         history = super().fit(x, y, *args, callbacks=callbacks, **kwargs)
         if history.epoch and not history.history:
             raise ValueError("fit() read no batch: the training data is empty.")
@@ -374,7 +355,8 @@ class Distiller(keras.Model):
         )
 
     def _teacher_gradient_function(self):
-        """J_T of a batch as a `tf.function`, traced once per compiled task loss, not per call."""
+        """J_T of a batch, compiled (`keras_at.backend.compiled`) once per compiled task loss,
+        not per call."""
         loss = self._task_loss_fn
         cached = getattr(self, "_teacher_gradient_cache", None)
         if cached is None or cached[0] is not loss:
@@ -423,14 +405,6 @@ class Distiller(keras.Model):
         self.compile(**keras.saving.deserialize_keras_object(config))
         if self.optimizer is not None:
             self.optimizer.build(self._student_variables())
-
-    # === keras-team/keras#20585 under MultiWorkerMirroredStrategy (keras_at._multi_worker) ===
-    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        return _multi_worker.maybe_symbolic_build(self, super()._maybe_symbolic_build,
-                                                  iterator, data_batch)
-
-    def _make_function(self, step_function):
-        return _multi_worker.make_function(self, super()._make_function, step_function)
 
     # === Config ===
     def get_config(self):

@@ -23,11 +23,11 @@ in float32: 1.8 GB in all for CIFAR-10's 50,000 training images.
 from __future__ import annotations
 
 import numpy as np
-import tensorflow as tf
 from keras import ops
 
+from keras_at import backend
 from keras_at._validate import check_int, shapes_match
-from keras_at.checks import check_batch
+from keras_at.checks import check_batch, dtype_name, is_floating
 from keras_at.losses import task_loss
 
 
@@ -54,12 +54,13 @@ def forward_with_input_gradient(tap, x, y, loss, training, flip: bool = False):
     """
     if flip:
         x = ops.flip(x, axis=2)
-    with tf.GradientTape(watch_accessed_variables=False) as inner:
-        inner.watch(x)
+
+    def summed_loss(x):
         logits, features = forward(tap, x, training)
         mean = task_loss(loss, y, logits)
-        summed = mean * ops.cast(ops.shape(x)[0], mean.dtype)
-    jacobian = inner.gradient(summed, x)
+        return mean * ops.cast(ops.shape(x)[0], mean.dtype), (logits, features, mean)
+
+    jacobian, (logits, features, mean) = backend.input_gradient(tap, summed_loss, x)
     if flip:
         jacobian = ops.flip(jacobian, axis=2)
     return logits, features, jacobian, mean
@@ -84,13 +85,13 @@ def check_per_example_loss(loss) -> None:
 
 
 def teacher_gradient_function(teacher, student, loss, student_name: str = "student"):
-    """J_T of one batch `(images, labels)`, as a `tf.function` traced once per image shape.
+    """J_T of one batch `(images, labels)`, compiled (`keras_at.backend.compiled`): a
+    `tf.function` traced once per image shape, or a `jax.jit` reading the teacher's weights.
 
     `teacher` and `student` are the Distiller's tap models (the student's checks the images
     and labels as the step does); `loss` is the compiled task loss.
     """
 
-    @tf.function(reduce_retracing=True)
     def teacher_gradients(images, labels):
         labels = check_batch(images, labels, student, student_name)
         _, _, jacobian, _ = forward_with_input_gradient(
@@ -98,7 +99,7 @@ def teacher_gradient_function(teacher, student, loss, student_name: str = "stude
         )
         return jacobian
 
-    return teacher_gradients
+    return backend.compiled(teacher_gradients, teacher.variables)
 
 
 def teacher_input_gradients(x, y, loss, batch_function, batch_size: int = 128) -> np.ndarray:
@@ -128,7 +129,7 @@ def teacher_input_gradients(x, y, loss, batch_function, batch_size: int = 128) -
     for start in range(0, len(x), batch_size):
         end = start + batch_size
         out[start:end] = batch_function(
-            tf.convert_to_tensor(x[start:end]), tf.convert_to_tensor(y[start:end])
+            ops.convert_to_tensor(x[start:end]), ops.convert_to_tensor(y[start:end])
         )
     return out
 
@@ -151,8 +152,10 @@ def split_teacher_gradients(x, grad_at_on: bool):
             "on: only gradient AT reads the teacher's gradients. Give images alone, or construct "
             "the Distiller with grad_beta > 0 (a schedule may still set it to 0 for a while)."
         )
-    if not gradients.dtype.is_floating:
-        raise ValueError(f"teacher_gradients must be floating point, got {gradients.dtype.name}.")
+    if not is_floating(gradients):
+        raise ValueError(
+            f"teacher_gradients must be floating point, got {dtype_name(gradients)}."
+        )
     got, expected = tuple(gradients.shape), tuple(images.shape)
     if not shapes_match(got, expected):
         raise ValueError(
@@ -162,11 +165,11 @@ def split_teacher_gradients(x, grad_at_on: bool):
     return images, gradients
 
 
-def step_gradients(cached, loss) -> tf.Tensor:
+def step_gradients(cached, loss):
     """The step's J_T from a cached one, checked: the gradient of the summed per-example losses.
 
     Sample weights do not scale it: the step weighs each example's distance `||J_S - J_T||²`
     by the example's weight, as for every other term.
     """
     check_per_example_loss(loss)
-    return tf.cast(cached, tf.float32)
+    return ops.cast(cached, "float32")

@@ -21,6 +21,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from keras_at import backend
 from keras_at.attention import l2_normalize_flat, normalized_attention, resize_maps
 from keras_at.weights import check_temperature
 
@@ -57,11 +58,8 @@ def task_loss(loss, y, logits, sample_weight=None):
     if loss is None:
         raise ValueError("Call `distiller.compile(...)` before training or evaluating.")
     value = loss(y, ops.cast(logits, "float32"), sample_weight)
-    if keras.backend.backend() != "tensorflow":
-        return value
-    import tensorflow as tf
-
-    return value * tf.distribute.get_strategy().num_replicas_in_sync
+    replicas = backend.replicas()
+    return value if replicas == 1 else value * replicas
 
 
 def weighted_mean(values, sample_weight=None):

@@ -16,7 +16,6 @@ an inactive term's weight is 0, so it adds nothing to the sum.
 from __future__ import annotations
 
 import keras
-import tensorflow as tf
 from keras import ops
 
 from keras_at.gradient_at import forward, forward_with_input_gradient, step_gradients
@@ -89,10 +88,10 @@ def teacher_outputs(tap, x, y, loss, active, cached=None):
     elif active & set(TEACHER_TERMS):
         logits, features = forward(tap, x, training=False)
     if logits is not None:
-        logits, features = tf.stop_gradient(logits), [tf.stop_gradient(f) for f in features]
+        logits, features = ops.stop_gradient(logits), [ops.stop_gradient(f) for f in features]
     if cached is not None:
         jacobian = step_gradients(cached, loss)
-    return logits, features, None if jacobian is None else tf.stop_gradient(jacobian)
+    return logits, features, None if jacobian is None else ops.stop_gradient(jacobian)
 
 
 def compute_terms(student, teacher, x, y, sample_weight, training, *, loss, active, p,

@@ -15,8 +15,8 @@ import pytest
 import tensorflow as tf
 
 import keras_at
+from keras_at.backend.tensorflow import LABEL_CHECK_SCOPE
 from keras_at.callbacks import BetaScheduler
-from keras_at.checks import LABEL_CHECK_SCOPE
 
 CE = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 TERM_OF = {"grad_beta": "grad_at_loss", "symmetry_beta": "symmetry_loss",

@@ -1,0 +1,112 @@
+"""The Distiller's plumbing on TensorFlow: `tf.GradientTape`, `tf.function`, `tf.distribute`.
+
+Every loss is the global mean under `tf.distribute`: the step's terms are per-replica means,
+divided by the replica count for the gradients' sum over replicas (`Trainer.train_step`).
+Under `MultiWorkerMirroredStrategy`, `keras_at._multi_worker` works around
+keras-team/keras#20585 and keeps the other workers' files out of the user's way.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+from keras import ops
+
+from keras_at import _multi_worker
+
+# The name scope of the label check's few ops in the traced step.
+LABEL_CHECK_SCOPE = "check_labels"
+
+
+def replicas() -> int:
+    """The replicas of the current `tf.distribute` strategy (1 outside one)."""
+    return tf.distribute.get_strategy().num_replicas_in_sync
+
+
+def input_gradient(tap, function, x):
+    """`(d function(x)[0] / dx, function(x)[1])`: an inner tape on the images alone.
+
+    Inside the step's outer tape, the gradient is itself differentiable (double backprop).
+    `tap` (the model `function` runs) is the JAX plumbing's business only.
+    """
+    del tap
+    with tf.GradientTape(watch_accessed_variables=False) as tape:
+        tape.watch(x)
+        value, aux = function(x)
+    return tape.gradient(value, x), aux
+
+
+def compiled(function, variables=()):
+    """`function` as a `tf.function` traced once per input signature; it reads `variables`
+    live, as TensorFlow functions do."""
+    del variables
+    return tf.function(function, reduce_retracing=True)
+
+
+def check_labels(y, classes: int, whole: bool):
+    """`y`, made to wait for an in-graph assertion that its labels are in `[0, classes)` (and,
+    with `whole`, that float labels have no fractional part), printing the offending values."""
+    with tf.name_scope(LABEL_CHECK_SCOPE):
+        checks = []
+        if whole:
+            # A sparse loss casts float labels to int: 2.7 would silently become class 2.
+            checks.append(_assert_none(
+                tf.not_equal(y, tf.round(y)), y,
+                "Float labels must be whole class indices; fractional labels:",
+            ))
+        outside = (y < 0) | (y >= tf.cast(classes, y.dtype))
+        checks.append(_assert_none(
+            outside, y, f"Labels must be in [0, {classes}), the student's classes; got labels:"
+        ))
+        with tf.control_dependencies(checks):
+            return tf.identity(y)
+
+
+def _assert_none(bad, y, message):
+    """An assertion that no element of `bad` is true, printing the offending values of `y`.
+
+    The offending values are gathered only when the check fails (in a `tf.cond` branch), so a
+    step with good labels runs a reduction and a branch, not a mask of the batch.
+    """
+
+    def fail():
+        offending, _ = tf.unique(tf.reshape(tf.boolean_mask(y, bad), [-1]))
+        check = tf.debugging.Assert(False, [message, offending], summarize=20)
+        with tf.control_dependencies([check]):
+            return tf.constant(False)
+
+    return tf.cond(tf.reduce_any(bad), fail, lambda: tf.constant(True))
+
+
+class Trainer:
+    """The Distiller's `train_step` and `test_step` on TensorFlow (a mixin before keras.Model)."""
+
+    def train_step(self, data):
+        x, y, sample_weight, cached = self._unpack(data)
+        variables = self._student_variables()
+        with tf.GradientTape() as tape:
+            logits, terms = self._terms(x, y, sample_weight, training=True, cached=cached)
+            total = self._total(terms)
+            scaled = self.optimizer.scale_loss(total / replicas())
+        gradients = [
+            ops.zeros_like(v) if g is None else g  # hint adapters while F-ActT is off
+            for g, v in zip(tape.gradient(scaled, variables), variables)
+        ]
+        self.optimizer.apply(gradients, variables)
+        return self._record(x, y, logits, sample_weight, terms, total)
+
+    def test_step(self, data):
+        x, y, sample_weight, cached = self._unpack(data)
+        logits, terms = self._terms(x, y, sample_weight, training=False, cached=cached)
+        return self._record(x, y, logits, sample_weight, terms, self._total(terms))
+
+    def _worker_callbacks(self, callbacks):
+        """Under `MultiWorkerMirroredStrategy`, only the chief writes where a user looks."""
+        return _multi_worker.chief_only(callbacks, self.distribute_strategy)
+
+    # keras-team/keras#20585 under MultiWorkerMirroredStrategy (keras_at._multi_worker)
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        return _multi_worker.maybe_symbolic_build(self, super()._maybe_symbolic_build,
+                                                  iterator, data_batch)
+
+    def _make_function(self, step_function):
+        return _multi_worker.make_function(self, super()._make_function, step_function)

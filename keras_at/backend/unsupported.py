@@ -1,0 +1,24 @@
+"""A Keras backend the Distiller does not run on (torch, numpy, openvino): a clear error."""
+
+from __future__ import annotations
+
+import keras
+
+
+def _refuse(*_args, **_kwargs):
+    raise NotImplementedError(
+        f"keras_at.Distiller runs on the TensorFlow and JAX backends of Keras; this process uses "
+        f"KERAS_BACKEND={keras.backend.backend()!r}. Set KERAS_BACKEND=tensorflow or "
+        "KERAS_BACKEND=jax before Keras is imported. The pure `keras.ops` pieces "
+        "(keras_at.at_loss, keras_at.AttentionTransfer in keras.distillation) run here."
+    )
+
+
+class Trainer:
+    """Refuses to construct the Distiller on this backend."""
+
+    def __init__(self, *args, **kwargs):
+        _refuse()
+
+
+check_labels = compiled = input_gradient = replicas = _refuse
