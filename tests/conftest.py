@@ -1,4 +1,4 @@
-"""Shared test setup: TensorFlow backend, quiet logs, deterministic seeds."""
+"""Shared test setup: TensorFlow backend (JAX for tests/jax), quiet logs, deterministic seeds."""
 
 import os
 
@@ -10,6 +10,10 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 import keras  # noqa: E402
 import pytest  # noqa: E402
+
+# tests/jax runs with KERAS_BACKEND=jax, in make test-jax's virtual environment without
+# TensorFlow; the other tests run on TensorFlow.
+collect_ignore = ["jax"] if keras.backend.backend() != "jax" else []
 
 
 @pytest.fixture(autouse=True)
