@@ -256,8 +256,9 @@ def test_imagenet_multi_worker_trains_on_two_workers_into_the_chiefs_out_only(im
     assert [r["epoch"] for r in records] == [1, 2] and all(r["at_loss"] > 0 for r in records)
     assert not (out / "backup_student").exists()  # deleted by the chief after the last epoch
     # The other worker ran into its private directory (it says where), removed at its exit.
-    assert texts[0].rstrip().endswith(f"Run: {out}"), texts[0][-500:]
-    private = texts[1].rstrip().rsplit("Run: ", 1)[1]
+    # (TensorFlow may log after it: a worker outliving the chief reports the lost heartbeat.)
+    assert f"Run: {out}\n" in texts[0] + "\n", texts[0][-500:]
+    private = texts[1].rsplit("Run: ", 1)[1].splitlines()[0]
     assert os.path.dirname(private) == str(tmp_path) and not os.path.exists(private), private
     assert sorted(p.name for p in tmp_path.iterdir()) == ["r34.keras", "run", "worker0.log",
                                                           "worker1.log"]
