@@ -37,10 +37,14 @@ def distiller(**weights):
     return model
 
 
-@pytest.fixture(scope="module")
-def data():
+def training_data():
     rng = np.random.default_rng(0)
     return rng.normal(size=(32, 8, 8, 3)).astype("float32"), rng.integers(0, 4, size=32)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return training_data()
 
 
 def test_fit_evaluate_predict_log_every_term(data):
