@@ -54,23 +54,27 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
             self._skip_through = -1
 
     def on_train_batch_begin(self, batch, logs=None):
-        model = self.model
+        # `self._model`, not `self.model`, unless a step is swapped: on JAX, reading
+        # `self.model` copies the training state into the variables.
         if batch <= self._skip_through:
+            model = self.model
             if self._real_step is None:
                 self._real_step = model.train_function
                 model.train_function = self._skip_step
         elif self._real_step is not None:
-            model.train_function, self._real_step = self._real_step, None
+            self._model.train_function, self._real_step = self._real_step, None
 
     def on_train_end(self, logs=None):
         if self._real_step is not None:
             self.model.train_function, self._real_step = self._real_step, None
         super().on_train_end(logs)
 
-    def _skip_step(self, iterator):
-        for _ in range(self.model.steps_per_execution):
-            next(iterator)
-        return {}
+    def _skip_step(self, *args):
+        """A step that reads its batches and trains on none: `(iterator)` on TensorFlow,
+        `(state, iterator)` on JAX, which takes the unchanged state back."""
+        for _ in range(self._model.steps_per_execution):
+            next(args[-1])
+        return {} if len(args) == 1 else ({}, args[0])
 
     def _save_model(self):
         if "://" in str(self.backup_dir):  # remote: Keras's own writes
