@@ -98,6 +98,11 @@ def test_saved_and_loaded_distiller_predicts_alike(data, tmp_path):
                                rtol=1e-5, atol=1e-6)
     assert (loaded.evaluate(x, y, verbose=0, return_dict=True)["loss"]
             == pytest.approx(model.evaluate(x, y, verbose=0, return_dict=True)["loss"], rel=1e-5))
+    # Training goes on alike: the optimizer's state (momentum) was saved and restored.
+    for m in (model, loaded):
+        m.fit(x, y, batch_size=16, epochs=1, shuffle=False, verbose=0)
+    for a, b in zip(model.student.get_weights(), loaded.student.get_weights()):
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6)
     weights = tmp_path / "distiller.weights.h5"
     model.save_weights(weights)
     fresh = distiller(beta=1e3, hint_beta=1.0)
