@@ -343,14 +343,27 @@ class Distiller(keras.Model):
         """As `keras.Model.fit`; empty training data is an error instead of a silent no-op.
 
         Under `MultiWorkerMirroredStrategy` only the chief writes where a user looks
-        (`keras_at._multi_worker.chief_only`).
+        (`keras_at._multi_worker.chief_only`), and a `keras_at.data.load` dataset of image
+        files (`x` or `validation_data`) is read by worker, each decoding only its own files
+        (`keras_at._multi_worker.per_worker_input`).
         """
         refuse_empty(x)
         callbacks = _multi_worker.chief_only(callbacks, self.distribute_strategy)
+        x, kwargs = _multi_worker.per_worker_input(self, x, kwargs)
         history = super().fit(x, y, *args, callbacks=callbacks, **kwargs)
         if history.epoch and not history.history:
             raise ValueError("fit() read no batch: the training data is empty.")
         return history
+
+    def evaluate(self, x=None, *args, **kwargs):
+        """As `keras.Model.evaluate` (a file dataset is read by worker, as in `fit`)."""
+        x, kwargs = _multi_worker.per_worker_input(self, x, kwargs)
+        return super().evaluate(x, *args, **kwargs)
+
+    def predict(self, x, *args, **kwargs):
+        """As `keras.Model.predict` (a file dataset is read by worker, as in `fit`)."""
+        x, kwargs = _multi_worker.per_worker_input(self, x, kwargs)
+        return super().predict(x, *args, **kwargs)
 
     # === Gradient AT: the teacher's J_T, computed once (keras_at.gradient_at) ===
     def teacher_input_gradients(self, x, y, batch_size: int = 128) -> np.ndarray:
