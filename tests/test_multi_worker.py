@@ -179,8 +179,8 @@ def test_a_folder_pipeline_is_read_by_file_each_worker_decoding_its_share(fitted
              for p in image_folder.rglob("*.png")}
     for key in ("fit_decoded", "test_decoded"):
         decoded = [Counter(names[h] for h in run[key]) for run in (first, second, single)]
-        # Between them the workers decode what one process does (no file twice, none
-        # dropped), half each.
+        # Between them the workers decode each file as often as one process does; each
+        # does half the decoding.
         assert decoded[0] + decoded[1] == decoded[2], key
         assert decoded[0].total() == decoded[1].total() == decoded[2].total() / 2, key
     # Unshuffled, the test files fall to the same worker in every pass.
