@@ -120,7 +120,7 @@ def fit_checks():
     distiller = make()
     result["pipeline"] = distiller.fit(pipeline, epochs=1, verbose=0).history
     result["pipeline_student"] = weights(distiller.student)
-    result["folder"] = folder_checks(sys.argv[4])
+    result["folder"] = folder_checks(sys.argv[4], distiller)
     return result
 
 
@@ -137,14 +137,16 @@ class Steps(keras.callbacks.Callback):
         self.counts[-1] += 1
 
 
-def folder_checks(root):
-    """An image folder's pipelines: fit (with validation), evaluate and predict, and the files
-    each decodes. Train: 16 images in global batches of 6, 6 and 4; test: 8 in 6 and 2. (No
-    worker's piece is empty: with oneDNN, TF 2.21's CPU Conv2D fails on a batch of 0.)"""
+def folder_checks(root, distiller):
+    """An image folder's pipelines: `distiller`'s fit (with validation), evaluate and predict,
+    and the files each decodes. `distiller` is the in-memory pipeline's, trained on (a new one
+    would cost the test time). Train: 16 images in global batches of 6, 6 and 4; test: 8 in 6
+    and 2. (No worker's piece is empty: with oneDNN, TF 2.21's CPU Conv2D fails on a batch
+    of 0.)"""
     train = keras_at.data.load(root, "train", batch_size=6, seed=4, image_size=16)
     test = keras_at.data.load(root, "test", batch_size=6, image_size=16)
     del DECODED[:]  # load() decoded every file once, to check it
-    distiller, steps = make(), Steps()
+    steps = Steps()
     history = distiller.fit(train, validation_data=test, epochs=2, verbose=0, callbacks=[steps])
     result = {"history": history.history, "steps": steps.counts, "fit_decoded": DECODED[:],
               "student": weights(distiller.student)}
