@@ -19,7 +19,9 @@ plain Keras as an expected failure: when it starts passing, the two overrides ca
 The Distiller's `_maybe_symbolic_build` and `_make_function` call `maybe_symbolic_build` and
 `make_function` here, one line each. `chief_only` (called from the Distiller's `fit`) is not
 a workaround but the multi-worker file discipline Keras 3 leaves to the user: only the chief
-writes where a user looks.
+writes where a user looks. Nor is `per_worker_input` (the Distiller's `fit`, `evaluate` and
+`predict`): it has a file pipeline from `keras_at.data.load` read by file, each worker
+decoding only its own files.
 """
 
 from __future__ import annotations
@@ -32,6 +34,10 @@ import tempfile
 import keras
 import tensorflow as tf
 from keras import tree
+
+# Keras 3.15 exports no DataAdapter: its TF trainer reads any instance of this one as is.
+from keras.src.trainers.data_adapters.data_adapter import DataAdapter
+from keras.src.trainers.data_adapters.tf_dataset_adapter import make_class_weight_map_fn
 
 
 def in_multi_worker_mode(strategy=None) -> bool:
@@ -57,7 +63,8 @@ def maybe_symbolic_build(model, keras_build, iterator=None, data_batch=None):
     # keras-team/keras#20585: Keras reduces the first PerReplica batch to one tensor, which
     # the collective strategy refuses. The build reads shapes and dtypes only: the
     # dataset's element spec gives them without starting (and dropping) an iteration.
-    spec = iterator.data_adapter.get_tf_dataset().element_spec
+    adapter = iterator.data_adapter
+    spec = getattr(adapter, "element_spec", None) or adapter.get_tf_dataset().element_spec
     with strategy.scope():
         model._symbolic_build(data_batch=spec)
 
@@ -72,6 +79,82 @@ def make_function(model, keras_make_function, step_function):
         return tree.map_structure(_with_leading_axis, step_function(data))
 
     return keras_make_function(step)
+
+
+# The attribute of a `keras_at.data.load` dataset that rebuilds it for one worker (`by_file`).
+_PER_WORKER = "_keras_at_per_worker"
+
+
+def by_file(dataset: tf.data.Dataset, build) -> tf.data.Dataset:
+    """Marks `dataset` as read by file under the strategy: `build(input_context)` is one
+    worker's pipeline of the same global batches (`keras_at.data.sharding`). Returns `dataset`.
+
+    The dataset itself is unchanged, so iterating it, or any dataset made from it, reads every
+    file (and a strategy shards it by data); only the Distiller reads `build`'s.
+    """
+    setattr(dataset, _PER_WORKER, build)
+    return dataset
+
+
+class _PerWorkerData(DataAdapter):
+    """A `by_file` dataset as Keras's TF trainer reads it: each worker's own pipeline, made by
+    `strategy.distribute_datasets_from_function`, and the dataset's number of batches as the
+    steps of an epoch, the same on every worker.
+
+    The steps are not the distributed dataset's cardinality, which counts a worker's pieces
+    (one per local replica in each step).
+    """
+
+    def __init__(self, dataset, strategy, class_weight=None):
+        build = getattr(dataset, _PER_WORKER)
+        if class_weight is not None:  # as Keras's TFDatasetAdapter weighs a dataset
+            weigh, unweighted = make_class_weight_map_fn(class_weight), build
+
+            def build(context):
+                return unweighted(context).map(weigh)
+
+        steps = int(dataset.cardinality())
+        self._steps = steps if steps >= 0 else None
+        # What the symbolic build reads (`maybe_symbolic_build`): one replica's batch.
+        self.element_spec = dataset.element_spec
+        self._distributed = strategy.distribute_datasets_from_function(build)
+
+    def get_tf_dataset(self):
+        return self._distributed
+
+    @property
+    def num_batches(self):
+        return self._steps
+
+    @property
+    def batch_size(self):
+        return None
+
+    @property
+    def has_partial_batch(self):
+        return None
+
+    @property
+    def partial_batch_size(self):
+        return None
+
+
+def per_worker_input(model, x, kwargs):
+    """`(x, kwargs)` of `model.fit`, `evaluate` or `predict` as this worker reads them.
+
+    Under MultiWorkerMirroredStrategy, a `by_file` dataset as `x` or `validation_data` becomes
+    its per-worker form (`_PerWorkerData`; `class_weight` goes with `x`). Anything else, and
+    everything outside multi-worker mode, is returned as given.
+    """
+    strategy = model.distribute_strategy
+    if not in_multi_worker_mode(strategy):
+        return x, kwargs
+    kwargs = dict(kwargs)
+    if hasattr(x, _PER_WORKER):
+        x = _PerWorkerData(x, strategy, kwargs.pop("class_weight", None))
+    if hasattr(kwargs.get("validation_data"), _PER_WORKER):
+        kwargs["validation_data"] = _PerWorkerData(kwargs["validation_data"], strategy)
+    return x, kwargs
 
 
 def is_chief(strategy=None) -> bool:

@@ -324,14 +324,27 @@ class Distiller(backend.Trainer, keras.Model):
         """As `keras.Model.fit`; empty training data is an error instead of a silent no-op.
 
         Under `MultiWorkerMirroredStrategy` only the chief writes where a user looks
-        (`keras_at._multi_worker.chief_only`, TensorFlow).
+        (`keras_at._multi_worker.chief_only`), and a `keras_at.data.load` dataset of image
+        files (`x` or `validation_data`) is read by worker, each decoding only its own files
+        (`keras_at._multi_worker.per_worker_input`); both on TensorFlow (`keras_at.backend`).
         """
         refuse_empty(x)
         callbacks = self._worker_callbacks(callbacks)
+        x, kwargs = self._per_worker_input(x, kwargs)
         history = super().fit(x, y, *args, callbacks=callbacks, **kwargs)
         if history.epoch and not history.history:
             raise ValueError("fit() read no batch: the training data is empty.")
         return history
+
+    def evaluate(self, x=None, *args, **kwargs):
+        """As `keras.Model.evaluate` (a file dataset is read by worker, as in `fit`)."""
+        x, kwargs = self._per_worker_input(x, kwargs)
+        return super().evaluate(x, *args, **kwargs)
+
+    def predict(self, x, *args, **kwargs):
+        """As `keras.Model.predict` (a file dataset is read by worker, as in `fit`)."""
+        x, kwargs = self._per_worker_input(x, kwargs)
+        return super().predict(x, *args, **kwargs)
 
     # === Gradient AT: the teacher's J_T, computed once (keras_at.gradient_at) ===
     def teacher_input_gradients(self, x, y, batch_size: int = 128) -> np.ndarray:

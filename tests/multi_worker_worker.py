@@ -1,10 +1,12 @@
 """One worker of a 2-worker `MultiWorkerMirroredStrategy` cluster, run by test_multi_worker.py.
 
-`python multi_worker_worker.py OUT_JSON MODE DIR`, with `TF_CONFIG` naming this worker. Each
-worker has one CPU device, so the cluster has two replicas. Modes:
+`python multi_worker_worker.py OUT_JSON MODE DIR [IMAGE_FOLDER]`, with `TF_CONFIG` naming this
+worker. Each worker has one CPU device, so the cluster has two replicas. Modes:
 
 - `first`: plain Keras's `fit` (its error, if any, recorded as `plain`), the Distiller's
-  `evaluate`, `fit` and `predict` (results to OUT_JSON); then 3 epochs with BackupAndRestore
+  `evaluate`, `fit` and `predict` on arrays, `fit` on an in-memory pipeline, and all three on
+  IMAGE_FOLDER's pipelines, recording the files decoded (results to OUT_JSON); then 3 epochs
+  with BackupAndRestore
   in DIR/backup, TensorBoard and AttentionMapLogger in DIR/logs<worker index> (results to
   OUT_JSON.backup.json). `$KERAS_AT_CRASH_AT="worker:epoch:batch"` SIGKILLs that worker before
   that batch.
@@ -12,6 +14,7 @@ worker has one CPU device, so the cluster has two replicas. Modes:
 - `single`: `first` in one process on one device, without crash: the reference.
 """
 
+import hashlib
 import json
 import os
 import signal
@@ -32,8 +35,25 @@ import numpy as np  # noqa: E402
 from conftest import plain_net as net  # noqa: E402  (no BN: workers' statistics would differ)
 
 import keras_at  # noqa: E402
+from keras_at.data import folders  # noqa: E402
 
 BATCH = 16  # the global batch: 8 examples per worker
+DECODED = []  # the SHA-1 of each file this process decodes (folders.decode, spied on below)
+_decode = folders.decode
+
+
+def _spied_decode(contents):
+    """`folders.decode`, recording what it decodes: which files a worker's pipeline reads."""
+
+    def record(data):
+        DECODED.append(hashlib.sha1(data.numpy()).hexdigest())
+        return 0
+
+    with tf.control_dependencies([tf.py_function(record, [contents], tf.int32)]):
+        return _decode(contents)
+
+
+folders.decode = _spied_decode
 
 
 def data():
@@ -100,6 +120,40 @@ def fit_checks():
     distiller = make()
     result["pipeline"] = distiller.fit(pipeline, epochs=1, verbose=0).history
     result["pipeline_student"] = weights(distiller.student)
+    result["folder"] = folder_checks(sys.argv[4], distiller)
+    return result
+
+
+class Steps(keras.callbacks.Callback):
+    """The training steps run in each epoch."""
+
+    def on_train_begin(self, logs=None):
+        self.counts = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.counts.append(0)
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.counts[-1] += 1
+
+
+def folder_checks(root, distiller):
+    """An image folder's pipelines: `distiller`'s fit (with validation), evaluate and predict,
+    and the files each decodes. `distiller` is the in-memory pipeline's, trained on (a new one
+    would cost the test time). Train: 16 images in global batches of 6, 6 and 4; test: 8 in 6
+    and 2. (No worker's piece is empty: with oneDNN, TF 2.21's CPU Conv2D fails on a batch
+    of 0.)"""
+    train = keras_at.data.load(root, "train", batch_size=6, seed=4, image_size=16)
+    test = keras_at.data.load(root, "test", batch_size=6, image_size=16)
+    del DECODED[:]  # load() decoded every file once, to check it
+    steps = Steps()
+    history = distiller.fit(train, validation_data=test, epochs=2, verbose=0, callbacks=[steps])
+    result = {"history": history.history, "steps": steps.counts, "fit_decoded": DECODED[:],
+              "student": weights(distiller.student)}
+    del DECODED[:]
+    result["evaluate"] = distiller.evaluate(test, verbose=0, return_dict=True)
+    result["predict"] = distiller.predict(test, verbose=0).tolist()
+    result["test_decoded"] = DECODED[:]
     return result
 
 

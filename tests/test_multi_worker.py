@@ -5,6 +5,7 @@ training on one device as the reference. Everything is bounded in time and kille
 """
 
 import contextlib
+import hashlib
 import json
 import os
 import signal
@@ -12,6 +13,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections import Counter
 
 import numpy as np
 import pytest
@@ -80,13 +82,13 @@ def wait_all(procs, deadline):
     return texts
 
 
-def cluster(directory, mode, crash=None):
+def cluster(directory, mode, crash=None, folder=""):
     """Starts two workers in `mode` on free 127.0.0.1 ports; output paths and processes."""
     ports = free_ports(2)
     outs = [directory / f"{mode}{i}.json" for i in range(2)]
     # A killed worker leaves its private directory behind: in the test's, not in /tmp.
     env = {"TMPDIR": str(directory), **({"KERAS_AT_CRASH_AT": crash} if crash else {})}
-    procs = [start([str(outs[i]), mode, str(directory)], {**env, "TF_CONFIG": tf_config(ports, i)})
+    procs = [start([outs[i], mode, directory, folder], {**env, "TF_CONFIG": tf_config(ports, i)})
              for i in range(2)]
     return outs, procs
 
@@ -107,12 +109,12 @@ def private_files(directory):
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def runs(tmp_path_factory, image_folder):
     """The first run (chief SIGKILLed in epoch 1), the one-device reference, the resumed run."""
     directory = tmp_path_factory.mktemp("multi_worker")
-    outs, procs = cluster(directory, "first", crash="0:1:1")
+    outs, procs = cluster(directory, "first", crash="0:1:1", folder=image_folder)
     single = directory / "single.json"
-    procs.append(start([str(single), "single", str(directory)]))
+    procs.append(start([single, "single", directory, image_folder]))
     try:
         # The chief dies; the other worker waits on it forever, so it is killed: a lost cluster.
         texts = wait_all([procs[0], procs[2]], time.monotonic() + LIMIT_S)
@@ -167,6 +169,42 @@ def test_a_data_pipeline_is_sharded_into_global_batches_of_its_batch_size(fitted
             np.testing.assert_allclose(np.array(a), np.array(b), rtol=1e-4, atol=1e-6)
         assert "needs `seed=`" in worker["unseeded"]
     assert single["unseeded"] == "accepted"  # one process: any order is its own
+
+
+def test_a_folder_pipeline_is_read_by_file_each_worker_decoding_its_share(fitted, image_folder):
+    # keras_at.data.load on a folder: fit (with validation), evaluate and predict read each
+    # worker's files only, in the one process's global batches and number of steps.
+    first, second, single = (run["folder"] for run in fitted)
+    names = {hashlib.sha1(p.read_bytes()).hexdigest(): str(p.relative_to(image_folder))
+             for p in image_folder.rglob("*.png")}
+    for key in ("fit_decoded", "test_decoded"):
+        decoded = [Counter(names[h] for h in run[key]) for run in (first, second, single)]
+        # Between them the workers decode each file as often as one process does; each
+        # does half the decoding.
+        assert decoded[0] + decoded[1] == decoded[2], key
+        assert decoded[0].total() == decoded[1].total() == decoded[2].total() / 2, key
+    # Unshuffled, the test files fall to the same worker in every pass.
+    assert not set(decoded[0]) & set(decoded[1])
+    # One process: 2 epochs of the 16 training and the 8 test files (validation), then the
+    # 8 test files for evaluate and 8 for predict.
+    assert Counter(names[h] for h in single["fit_decoded"]) == Counter(
+        {name: 2 for name in names.values()})
+    assert len(single["test_decoded"]) == 16
+    assert first["steps"] == second["steps"] == single["steps"] == [3, 3]  # 16 by 6: 6, 6, 4
+    for worker in (first, second):
+        assert set(worker["history"]) == set(single["history"]) >= {"loss", "val_loss",
+                                                                     "val_accuracy"}
+        # The same sums in another order: equal to rounding, which SGD(0.1) at a loss of ~100
+        # magnifies (seen: weights up to 17 apart by 9e-6, logits up to 13 by 2e-4).
+        for name, values in single["history"].items():
+            np.testing.assert_allclose(worker["history"][name], values, rtol=1e-4, err_msg=name)
+        for name, value in single["evaluate"].items():
+            assert worker["evaluate"][name] == pytest.approx(value, rel=1e-4), name
+        np.testing.assert_allclose(worker["predict"], single["predict"], rtol=1e-4, atol=5e-4)
+        for a, b in zip(worker["student"], single["student"]):
+            np.testing.assert_allclose(np.array(a), np.array(b), rtol=1e-4, atol=3e-5)
+    for a, b in zip(first["student"], second["student"]):
+        np.testing.assert_array_equal(np.array(a), np.array(b))
 
 
 def test_workers_end_with_the_same_student_and_an_unchanged_teacher(fitted):
@@ -268,3 +306,36 @@ def test_imagenet_multi_worker_trains_on_two_workers_into_the_chiefs_out_only(im
                    "under MultiWorkerMirroredStrategy, keras_at/_multi_worker.py can go")
 def test_plain_keras_fits_under_multi_worker(fitted):
     assert fitted[0]["plain"] == "ok", fitted[0]["plain"]
+
+
+@pytest.mark.parametrize("workers, local", [(2, 1), (2, 2)])
+def test_per_worker_folder_pipelines_put_together_are_the_global_batches(image_folder, workers,
+                                                                          local):
+    # One process, each worker's pipeline built from its input context: piece r * workers + w
+    # of each global batch goes to replica r of worker w, as TensorFlow splits a batched
+    # dataset (rebatch, then shard by data); a short last batch leaves pieces empty.
+    import tensorflow as tf
+
+    from keras_at import _multi_worker
+    from keras_at.data import load
+
+    def train():  # shuffled and augmented, the same on every worker from the same seed
+        return load(image_folder, "train", batch_size=7, seed=5, image_size=16)
+
+    whole = [(x.numpy(), y.numpy()) for x, y in train()]
+    assert [len(y) for _, y in whole] == [7, 7, 2]
+    replicas = workers * local
+    streams = []
+    for w in range(workers):
+        context = tf.distribute.InputContext(workers, w, replicas)
+        data = getattr(train(), _multi_worker._PER_WORKER)(context)
+        streams.append([(x.numpy(), y.numpy()) for x, y in data])
+        assert int(data.cardinality()) == len(streams[-1]) == local * len(whole)
+    for step, (x, y) in enumerate(whole):
+        pieces = [streams[k % workers][step * local + k // workers] for k in range(replicas)]
+        sizes = [len(labels) for _, labels in pieces]
+        assert sizes == ([4, 3] if replicas == 2 else [2, 2, 2, 1]) if step < 2 else (
+            [1, 1] if replicas == 2 else [1, 1, 0, 0])
+        np.testing.assert_array_equal(np.concatenate([labels for _, labels in pieces]), y)
+        np.testing.assert_allclose(np.concatenate([images for images, _ in pieces]), x,
+                                   atol=1e-5)

@@ -146,5 +146,9 @@ class Trainer:
             metrics_variables, data, logits, terms, total)
         return logs, (trainable, non_trainable, metrics_variables)
 
+    # MultiWorkerMirroredStrategy's file discipline (TensorFlow's) has nothing to do here.
     def _worker_callbacks(self, callbacks):
         return callbacks
+
+    def _per_worker_input(self, x, kwargs):
+        return x, kwargs

@@ -103,6 +103,10 @@ class Trainer:
         """Under `MultiWorkerMirroredStrategy`, only the chief writes where a user looks."""
         return _multi_worker.chief_only(callbacks, self.distribute_strategy)
 
+    def _per_worker_input(self, x, kwargs):
+        """Under `MultiWorkerMirroredStrategy`, each worker reads its own files of a folder."""
+        return _multi_worker.per_worker_input(self, x, kwargs)
+
     # keras-team/keras#20585 under MultiWorkerMirroredStrategy (keras_at._multi_worker)
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
         return _multi_worker.maybe_symbolic_build(self, super()._maybe_symbolic_build,

@@ -8,11 +8,12 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import tensorflow as tf
 
-from keras_at._multi_worker import in_multi_worker_mode
+from keras_at._multi_worker import by_file, in_multi_worker_mode
 from keras_at._validate import check_int
 from keras_at.data import catalog, cub, folders, sources, splits
 from keras_at.data.augment import Augmentation, centre_crop, resize
 from keras_at.data.catalog import DatasetInfo
+from keras_at.data.sharding import worker_batches
 
 AUTOTUNE = tf.data.AUTOTUNE
 
@@ -143,6 +144,7 @@ def load(
         meta.std,
         size,
         meta.eval_scale,
+        files=True,
     )
 
 
@@ -204,11 +206,13 @@ def _pipeline(
     std: Sequence[float],
     size: tuple[int, int],
     eval_scale: float | None = None,
+    files: bool = False,
 ) -> tf.data.Dataset:
     """Indices -> (shuffle) -> per-example read + augment -> batch -> normalise -> prefetch.
 
     Without augmentation an image is resized to `size`, or, with `eval_scale`, centre-cropped
-    (`augment.centre_crop`).
+    (`augment.centre_crop`). With `files`, the dataset also carries its per-worker form for
+    MultiWorkerMirroredStrategy (`keras_at._multi_worker.by_file`).
     """
     check_batch_size(batch_size)
     if shuffle and seed is None and in_multi_worker_mode():
@@ -236,17 +240,26 @@ def _pipeline(
     def normalise(images, batch_labels):
         return (tf.cast(images, tf.float32) - shift) / scale, batch_labels
 
+    def finish(batches, policy):
+        options = tf.data.Options()
+        options.experimental_distribute.auto_shard_policy = policy
+        batches = batches.map(normalise, num_parallel_calls=AUTOTUNE)
+        return batches.prefetch(AUTOTUNE).with_options(options)
+
     # Under MultiWorkerMirroredStrategy each worker keeps its share of every batch (global
     # batch = batch_size). The source is an index range, not files, so by-file sharding
     # (AUTO's first try) cannot apply: sharding by data is said outright.
-    options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
-    return (
-        data.map(example, num_parallel_calls=AUTOTUNE)
-        .batch(batch_size)
-        .map(normalise, num_parallel_calls=AUTOTUNE)
-        .prefetch(AUTOTUNE)
-        .with_options(options)
+    policy = tf.data.experimental.AutoShardPolicy
+    dataset = finish(data.map(example, num_parallel_calls=AUTOTUNE).batch(batch_size), policy.DATA)
+    if not files:
+        return dataset
+    # Files: the Distiller reads them by worker instead, each worker decoding only its pieces
+    # of the same global batches (`keras_at.data.sharding`).
+    return by_file(
+        dataset,
+        lambda context: finish(
+            worker_batches(data, batch_size, context, example, dataset.element_spec), policy.OFF
+        ),
     )
 
 
