@@ -90,12 +90,10 @@ def test_data_pipelines_say_they_need_tensorflow():
 
 
 @without_tensorflow
-def test_attention_map_logger_says_it_needs_tensorflow(tmp_path):
-    student = keras_at.models.wide_resnet(10, 1, input_shape=(8, 8, 3), num_classes=4)
-    teacher = keras_at.models.wide_resnet(10, 2, input_shape=(8, 8, 3), num_classes=4)
-    distiller = keras_at.Distiller(student, teacher)
+def test_attention_map_logger_says_it_needs_tensorflow(tmp_path, tiny_pair):
+    distiller = keras_at.Distiller(*tiny_pair)
     distiller.compile(optimizer=keras.optimizers.SGD(0.1))
-    x = np.zeros((4, 8, 8, 3), "float32")
+    x = np.zeros((4, 16, 16, 3), "float32")
     logger = keras_at.callbacks.AttentionMapLogger(tmp_path, x)
     with pytest.raises(ImportError, match="AttentionMapLogger .*needs TensorFlow"):
         distiller.fit(x, np.zeros(4, "int64"), batch_size=4, callbacks=[logger], verbose=0)
