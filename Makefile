@@ -8,7 +8,7 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 # oneDNN convolutions also on CPUs where TensorFlow leaves them off (no AVX-512): a WRN training step 1.8x faster here.
 export TF_ENABLE_ONEDNN_OPTS ?= 1
 
-.PHONY: demo test smoke lint bench clean
+.PHONY: demo test test-jax smoke lint bench clean
 
 # Every dependency is fetched once, as a wheel kept in $(WHEELS), and installed from there: make
 # smoke installs the package into a second, fresh venv from the same wheels without fetching
@@ -28,6 +28,30 @@ test: $(VENV)/.installed
 	$(PY) -m ruff check keras_at examples tests benchmarks scripts setup.py
 	$(PY) -m pytest -q
 
+# The JAX backend where TensorFlow is not installed: a second venv, from the same wheels, with
+# only setup.py's REQUIRES_WITHOUT_TENSORFLOW, jax[cpu] and pytest, and keras-at without its
+# dependencies (tests/test_release.py checks this list against setup.py's).
+JAX_VENV ?= .venv-jax
+JAX_PY := $(JAX_VENV)/bin/python
+JAX_REQUIREMENTS := "keras>=3.12" numpy matplotlib scikit-learn pillow "jax[cpu]" pytest
+
+$(JAX_VENV)/.installed: setup.py keras_at/_version.py
+	rm -rf $(JAX_VENV)
+	$(PYTHON) -m venv $(JAX_VENV)
+	$(JAX_PY) -m pip install --quiet --upgrade pip
+	$(JAX_PY) -m pip wheel --quiet --wheel-dir $(WHEELS) --find-links $(WHEELS) $(JAX_REQUIREMENTS) "setuptools>=77"
+	$(JAX_PY) -m pip install --quiet --no-index --find-links $(WHEELS) $(JAX_REQUIREMENTS)
+	$(JAX_PY) -m pip install --quiet --no-index --find-links $(WHEELS) --no-deps -e .
+	touch $@
+
+# tests/jax on the JAX backend, over 2 CPU devices (keras.distribution), without TensorFlow.
+test-jax: $(JAX_VENV)/.installed
+	@if $(JAX_PY) -c "import tensorflow" 2>/dev/null; then \
+		echo "$(JAX_VENV) must not have TensorFlow, but it imports; pip show tensorflow says:"; \
+		$(JAX_PY) -m pip show tensorflow; exit 1; fi
+	KERAS_BACKEND=jax XLA_FLAGS=--xla_force_host_platform_device_count=2 \
+		$(JAX_PY) -m pytest -q tests/jax
+
 # The wheel as a user gets it: built, installed alone into a fresh venv in a temporary folder,
 # imported and fitted from there (scripts/smoke_test.py).
 smoke: $(VENV)/.installed
@@ -37,4 +61,4 @@ bench: $(VENV)/.installed
 	$(PY) benchmarks/throughput.py
 
 clean:
-	rm -rf $(VENV) $(WHEELS) build dist *.egg-info .pytest_cache
+	rm -rf $(VENV) $(JAX_VENV) $(WHEELS) build dist *.egg-info .pytest_cache

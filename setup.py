@@ -15,6 +15,14 @@ def read_version():
     return match.group(1)
 
 
+# What the JAX backend needs: the Distiller, models, losses and callbacks on numpy arrays. A JAX
+# user without TensorFlow installs these and `pip install --no-deps` keras-at (README,
+# "Backends"); `make test-jax` does the same (tests/test_release.py checks both lists).
+REQUIRES_WITHOUT_TENSORFLOW = ["keras>=3.12", "numpy", "matplotlib", "scikit-learn", "pillow"]
+# TensorFlow and what only its parts use: keras_at.data's tf.data pipelines and datasets,
+# AttentionMapLogger's TensorBoard events, models.resnet's keras-cv backbones.
+TENSORFLOW_REQUIRES = ["tensorflow>=2.16", "tensorflow-datasets", "keras-cv", "tensorboard"]
+
 setup(
     name="keras-at",
     version=read_version(),
@@ -54,22 +62,13 @@ setup(
     ],
     # 3.11: the only Python the tests run on, and keras-hub 0.32 (the test extra) needs it.
     python_requires=">=3.11",
-    install_requires=[
-        "tensorflow>=2.16",
-        "keras>=3.12",
-        "tensorflow-datasets",
-        "keras-cv",
-        "tensorboard",
-        "numpy",
-        "matplotlib",
-        "scikit-learn",
-        "pillow",
-    ],
+    install_requires=TENSORFLOW_REQUIRES + REQUIRES_WITHOUT_TENSORFLOW,
     extras_require={
         # keras-cv's successor: `models.resnet(backbone="keras_hub")` and keras-hub backbones.
         # Tested with 0.32, which needs Python >= 3.11.
         "hub": ["keras-hub>=0.32"],
         # build and uv: `make smoke` builds the wheel and sdist, uv installs it in a fresh venv.
-        "test": ["pytest", "ruff", "keras-hub>=0.32", "build", "uv"],
+        # jax[cpu]: tests/test_backends.py compares a step on JAX with TensorFlow's.
+        "test": ["pytest", "ruff", "keras-hub>=0.32", "build", "uv", "jax[cpu]"],
     },
 )

@@ -17,15 +17,20 @@ import keras_at
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def run_setup_py(path: Path) -> dict:
-    """The keyword arguments the setup.py at `path` passes to `setuptools.setup`, run as written."""
+def run_setup_py(path: Path, globals_: dict | None = None) -> dict:
+    """The keyword arguments the setup.py at `path` passes to `setuptools.setup`, run as written.
+
+    `globals_`, if given, receives setup.py's module globals (its requirement lists).
+    """
     captured = {}
     patch = pytest.MonkeyPatch()
     patch.setattr(setuptools, "setup", lambda **kwargs: captured.update(kwargs))
     try:
-        runpy.run_path(str(path), run_name="__main__")
+        namespace = runpy.run_path(str(path), run_name="__main__")
     finally:
         patch.undo()
+    if globals_ is not None:
+        globals_.update(namespace)
     return captured
 
 
@@ -89,12 +94,34 @@ def test_changelog_has_unreleased_and_the_current_version():
     assert [v for v, _ in dated] == headings[1:], "every released version needs a date"
 
 
-def test_ci_runs_the_smoke_test_before_the_tests_so_a_test_runner_closes_the_output():
-    # The smoke test prints no counts; CI is judged on the last test runner's summary line.
+def test_ci_runs_the_smoke_test_and_the_jax_tests_before_the_tests_which_close_the_output():
+    # The smoke test prints no counts; CI is judged on the last test runner's summary line,
+    # which must be `make test`'s (the whole suite), not test-jax's.
     commands = [
         line.strip()
         for line in (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
         if line.strip() and not line.lstrip().startswith("#")
     ]
-    assert "make smoke" in commands and "make test" in commands, commands
-    assert commands.index("make smoke") < commands.index("make test"), commands
+    assert {"make smoke", "make test-jax", "make test"} <= set(commands), commands
+    assert commands[-1] == "make test", commands
+    assert commands.index("make smoke") < commands.index("make test-jax"), commands
+
+
+def test_the_jax_environment_installs_every_dependency_but_tensorflow():
+    # make test-jax's venv and the README's command for JAX users install setup.py's
+    # REQUIRES_WITHOUT_TENSORFLOW; install_requires is that list plus TensorFlow's.
+    namespace = {}
+    metadata = run_setup_py(ROOT / "setup.py", namespace)
+    without = namespace["REQUIRES_WITHOUT_TENSORFLOW"]
+    tensorflow = namespace["TENSORFLOW_REQUIRES"]
+    assert sorted(metadata["install_requires"]) == sorted(tensorflow + without)
+    assert not [r for r in without if re.match(r"tensorflow|tensorboard|keras-cv", r)], without
+    assert "jax[cpu]" in metadata["extras_require"]["test"]  # tests/test_backends.py runs
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    listed = re.search(r"^JAX_REQUIREMENTS := (.+)$", makefile, re.MULTILINE).group(1)
+    assert sorted(listed.replace('"', "").split()) == sorted(without + ["jax[cpu]", "pytest"])
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    command = re.search(r"^pip install (.+?)\s+# or JAX's GPU build$", readme, re.MULTILINE)
+    assert command, "README's command for JAX without TensorFlow"
+    assert sorted(command.group(1).replace('"', "").split()) == sorted(without + ["jax[cpu]"])
+    assert "pip install --no-deps ." in readme
