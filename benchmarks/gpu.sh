@@ -3,7 +3,7 @@
 # nothing to download. Run from the repository root with the wheels of benchmarks/gpu_wheels.sh
 # carried along; with the device tool:
 #
-#     bash benchmarks/gpu_wheels.sh        # here, once: .gpu-wheels/ (about 28 MB)
+#     bash benchmarks/gpu_wheels.sh        # here, once: .gpu-wheels/ (27 MB)
 #     run(command="bash benchmarks/gpu.sh", carry=[".gpu-wheels"], timeout_s=540)
 #
 # It prints nvidia-smi and jax.devices(), installs the wheels into .gpu-site/ (pip --target
@@ -33,6 +33,10 @@ echo "== nvidia-smi"
 nvidia-smi || echo "(nvidia-smi: not available)"
 echo "== $PY"
 "$PY" --version
+"$PY" -c "import sys; sys.exit(sys.version_info < (3, 11))" || {
+    echo "Python >= 3.11 needed: Keras >= 3.14 (keras_at.models' BatchNorm) needs it."
+    exit 1
+}
 "$PY" -c "import jax; print('jax', jax.__version__, jax.devices())" || {
     echo "jax does not import with $PY: this script runs on a machine with JAX installed."
     exit 1
