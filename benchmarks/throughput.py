@@ -20,6 +20,18 @@ Usage:
     python benchmarks/throughput.py --rounds 40 --memory --out docs/throughput.md
     python benchmarks/throughput.py --memory         # also peak RSS per variant
     python benchmarks/throughput.py --profile runs/profile --only at   # where the time goes
+    python benchmarks/throughput.py --backend jax    # the same variants on JAX (no TensorFlow)
+    python benchmarks/throughput.py --backend both   # TensorFlow and JAX side by side
+
+`--backend` picks Keras's backend (TensorFlow by default, the project's primary one). A process
+has one, fixed when Keras is imported, so `--backend both` runs each backend in a worker process
+of its own (`throughput_workers.py`): the workers build and warm up their variants, then
+alternate whole rounds (which goes first alternating), and the table (`throughput_report.py`)
+puts each variant's time on both side by side with JAX's over TensorFlow's. On JAX, Keras
+compiles every step with XLA (its `jit_compile="auto"`); on TensorFlow, on a CPU it leaves XLA
+off, as the examples run. The PyTorch reference runs only beside TensorFlow in `both`.
+`--time-limit S` stops starting rounds after S seconds of timing (benchmarks/gpu.sh bounds its
+run with it); the table says how many rounds ran.
 
 With PyTorch installed (`pip install torch`), the same rounds also time the authors'
 PyTorch step rebuilt in `torch_reference.py` (plain WRN-16-1 step, WRN-16-2 forward, AT step),
@@ -28,9 +40,9 @@ so the speed-up over the paper's code is measured in the same run; `--no-torch` 
 Ratios are given twice: from the best round of each variant, and as the median over rounds of
 the ratio within a round (`paired`), whose variants ran within seconds of each other.
 
-`--profile DIR` records a TensorFlow profiler trace of each variant's timed steps into
-DIR/<variant> (open it with TensorBoard's profile plugin) and prints the time per step of the
-most expensive op types with the profiler's events per step. That is how the models'
+`--profile DIR` (TensorFlow only) records a TensorFlow profiler trace of each variant's timed
+steps into DIR/<variant> (open it with TensorBoard's profile plugin) and prints the time per
+step of the most expensive op types with the profiler's events per step. That is how the models'
 BatchNorm came to use TensorFlow's fused kernel: Keras's unfused batch norm was a quarter of
 a WRN-16-1 step on this CPU.
 """
@@ -42,10 +54,60 @@ import collections
 import glob
 import json
 import os
-import subprocess
 import sys
 import time
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import throughput_workers  # noqa: E402
+import torch_reference  # noqa: E402
+
+VARIANTS = ("student", "teacher_forward", "at", "at_kd", "kd", "hint", "grad_at",
+            "grad_at_cached", "teacher_gradient", "core_kd")
+BACKENDS = ("tensorflow", "jax")
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    env = os.environ.get("KERAS_BACKEND")
+    parser.add_argument("--backend", choices=BACKENDS + ("both",),
+                        default=env if env in BACKENDS else "tensorflow",
+                        help="Keras backend: tensorflow, jax, or both side by side (default: "
+                             "$KERAS_BACKEND, else tensorflow)")
+    parser.add_argument("--batch", type=int, default=128)
+    parser.add_argument("--size", type=int, default=32)
+    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--steps", type=int, default=1, help="calls of a variant per round")
+    parser.add_argument("--warmup", type=int, default=2)
+    parser.add_argument("--time-limit", type=float, metavar="S",
+                        help="start no round after S seconds of timing (at least one runs)")
+    parser.add_argument("--memory", action="store_true", help="peak RSS per variant (slower)")
+    parser.add_argument("--profile", metavar="DIR",
+                        help="trace each variant into DIR/<variant> and print its top op types")
+    parser.add_argument("--only", choices=VARIANTS + torch_reference.VARIANTS,
+                        help="run this variant only")
+    parser.add_argument("--no-torch", action="store_true",
+                        help="leave out the PyTorch reference even if torch is installed")
+    parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--out", help="also write the table to this markdown file")
+    args = parser.parse_args(argv)
+    if args.profile and args.backend != "tensorflow":
+        parser.error("--profile uses TensorFlow's profiler and op statistics: run it with "
+                     "--backend tensorflow (on JAX, jax.profiler.trace records a trace).")
+    return args
+
+
+if __name__ == "__main__":
+    # Keras's backend is fixed when Keras is imported: read the command line first.
+    ARGS = parse_args()
+    if ARGS.backend == "both":
+        throughput_workers.main(ARGS)  # its workers import Keras; this process needs none
+        sys.exit(0)
+    os.environ["KERAS_BACKEND"] = ARGS.backend
+    if ARGS.backend == "jax":
+        # Where TensorFlow is installed, Keras imports it to seed it too (set_random_seed): the
+        # JAX process runs as on a machine without it (the GPU one), its RSS JAX's alone.
+        sys.modules.setdefault("tensorflow", None)
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # TensorFlow turns oneDNN on by itself only on CPUs with AVX-512 or AMX; on others (the
@@ -54,15 +116,11 @@ os.environ.setdefault("TF_ENABLE_ONEDNN_OPTS", "1")
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
+from throughput_report import RATIOS, ratios, single  # noqa: E402, F401
 
 import keras_at  # noqa: E402
 from keras_at.models import wide_resnet  # noqa: E402
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import torch_reference  # noqa: E402
-
-VARIANTS = ("student", "teacher_forward", "at", "at_kd", "kd", "hint", "grad_at",
-            "grad_at_cached", "teacher_gradient", "core_kd")
 CE = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
@@ -121,19 +179,39 @@ def time_steps(step, x, y, steps):
     return (time.perf_counter() - start) / steps
 
 
-def measure(args, variants):
-    """`{variant: [seconds per step of each round]}`."""
+def prepare(args, variants):
+    """`(steps, x, y)`: each variant's step built and warmed up (compiled), and the batch.
+
+    Every step returns host values (`train_on_batch`'s logs, numpy predictions and input
+    gradients), so a call's time includes its device work on JAX's asynchronous dispatch too.
+    """
     rng = np.random.default_rng(0)
     x = rng.normal(size=(args.batch, args.size, args.size, 3)).astype("float32")
     y = rng.integers(0, 10, size=args.batch)
     steps = {v: build(v, args) for v in variants}
     for step in steps.values():
         time_steps(step, x, y, args.warmup)
+    return steps, x, y
+
+
+def run_round(steps, x, y, calls, r):
+    """`{variant: seconds per step}` of round `r`: `calls` steps of each, in an order rotated
+    by `r`, so every variant has its share of this machine's fast and slow spells."""
+    variants = list(steps)
+    order = variants[r % len(variants):] + variants[: r % len(variants)]
+    return {v: time_steps(steps[v], x, y, calls) for v in order}
+
+
+def measure(args, variants):
+    """`{variant: [seconds per step of each round]}`."""
+    steps, x, y = prepare(args, variants)
     samples = {v: [] for v in variants}
+    start = time.perf_counter()
     for r in range(args.rounds):
-        order = variants[r % len(variants):] + variants[: r % len(variants)]
-        for v in order:
-            samples[v].append(time_steps(steps[v], x, y, args.steps))
+        for v, seconds in run_round(steps, x, y, args.steps, r).items():
+            samples[v].append(seconds)
+        if throughput_workers.out_of_time(args, start):
+            break
     return samples
 
 
@@ -178,64 +256,35 @@ def peak_rss_of_this_process_mb() -> float:
     raise RuntimeError("No VmHWM in /proc/self/status: --memory needs Linux.")
 
 
-def peak_rss_mb(variant, args):
-    """Peak RSS of a fresh process that builds and runs one variant."""
-    cmd = [sys.executable, __file__, "--only", variant, "--rounds", "1", "--steps", "3",
-           "--warmup", "1", "--batch", str(args.batch), "--size", str(args.size), "--json"]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True)
-    return json.loads(out.stdout.strip().splitlines()[-1])["peak_rss_mb"]
+def environment(variants):
+    """What a table's footer says of this process: backend, versions, device, XLA."""
+    # How Keras compiles a model's steps here: jit_compile="auto" resolved by compile().
+    probe = keras.Sequential([keras.Input((1,)), keras.layers.Dense(1)])
+    probe.compile(loss="mse")
+    env = {"backend": keras.backend.backend(), "keras": keras.__version__,
+           "cpus": os.cpu_count(), "jit_compile": bool(probe.jit_compile), "variants": variants,
+           "torch": (torch_reference.version()
+                     if set(variants) & set(torch_reference.VARIANTS) else None)}
+    if env["backend"] == "jax":
+        import jax
 
+        devices = jax.devices()
+        kind = devices[0].device_kind
+        env.update(framework=f"JAX {jax.__version__}",
+                   device=f"{len(devices)} x {kind}" if len(devices) > 1 else kind)
+    else:
+        import tensorflow as tf
 
-RATIOS = (
-    # (name, numerator variants, denominator variants, goal)
-    ("AT / (student step + teacher forward)", ["at"], ["student", "teacher_forward"], "<= 0.95"),
-    ("AT+KD / core Keras KD", ["at_kd"], ["core_kd"], "<= 1.00"),
-    ("AT+KD / AT", ["at_kd"], ["at"], "<= 1.02"),
-    ("AT+KD / KD alone (the attention maps' cost)", ["at_kd"], ["kd"], ""),
-    ("KD alone / core Keras KD", ["kd"], ["core_kd"], ""),
-    ("F-ActT / AT", ["hint"], ["at"], ""),
-    ("grad-AT / plain student", ["grad_at"], ["student"], "<= 3.0"),
-    ("grad-AT, teacher's J cached / plain student", ["grad_at_cached"], ["student"], "<= 3.0"),
-    ("grad-AT / (cached grad-AT + the teacher's J_T of the batch)", ["grad_at"],
-     ["grad_at_cached", "teacher_gradient"], ""),
-    ("core Keras KD / (student step + teacher forward)", ["core_kd"],
-     ["student", "teacher_forward"], ""),
-    ("AT images/s / authors' PyTorch AT images/s", ["torch_at"], ["at"], ">= 1.25"),
-    ("PyTorch: AT / (student step + teacher forward)", ["torch_at"],
-     ["torch_student", "torch_teacher_forward"], ""),
-)
-
-
-def ratios(samples):
-    """`[(name, from best rounds, median of per-round ratios, goal)]` for the variants run."""
-    rows = []
-    for name, num, den, goal in RATIOS:
-        if not all(v in samples for v in num + den):
-            continue
-        best = sum(min(samples[v]) for v in num) / sum(min(samples[v]) for v in den)
-        per_round = np.sum([samples[v] for v in num], axis=0) / np.sum(
-            [samples[v] for v in den], axis=0)
-        rows.append((name, best, float(np.median(per_round)), goal))
-    return rows
+        gpus = tf.config.list_physical_devices("GPU")
+        env.update(framework=f"TensorFlow {tf.__version__}",
+                   device=f"{len(gpus)} GPU" if gpus else "cpu",
+                   onednn=os.environ.get("TF_ENABLE_ONEDNN_OPTS"))
+    return env
 
 
 def report(samples, args, rss=None):
-    ms = {v: 1e3 * min(t) for v, t in samples.items()}
-    rows = ["| variant | ms/step | median ms | images/s |" + (" peak RSS (MB) |" if rss else ""),
-            "|---|---:|---:|---:|" + ("---:|" if rss else "")]
-    for v, t in ms.items():
-        row = f"| {v} | {t:.1f} | {1e3 * np.median(samples[v]):.1f} | {args.batch / t * 1e3:.0f} |"
-        rows.append(row + (f" {rss[v]:.0f} |" if rss else ""))
-    rows += ["", "| ratio | best | paired | goal |", "|---|---:|---:|---|"]
-    rows += [f"| {name} | {best:.2f} | {paired:.2f} | {goal} |"
-             for name, best, paired, goal in ratios(samples)]
-    torch_note = (f"PyTorch {torch_reference.version()} in the same rounds"
-                  if "torch_at" in samples else "PyTorch not run (not installed, or --no-torch)")
-    rows += ["", f"batch {args.batch}, {args.size}x{args.size}x3, WRN-16-1 <- WRN-16-2, best of "
-                 f"{args.rounds} rounds x {args.steps} steps (paired: median over rounds of the "
-                 f"ratio within a round), keras {keras.__version__}, {os.cpu_count()} CPU cores; "
-                 f"TF_ENABLE_ONEDNN_OPTS={os.environ.get('TF_ENABLE_ONEDNN_OPTS')}; {torch_note}"]
-    return "\n".join(rows)
+    """This process's backend's markdown table (`throughput_report.single`)."""
+    return single(samples, environment(list(samples)), args, rss)
 
 
 def report_profiles(args, variants):
@@ -255,44 +304,29 @@ def report_profiles(args, variants):
             print(f"  {name:40s} {ms:8.1f} {count:6.0f}")
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batch", type=int, default=128)
-    parser.add_argument("--size", type=int, default=32)
-    parser.add_argument("--rounds", type=int, default=20)
-    parser.add_argument("--steps", type=int, default=1, help="calls of a variant per round")
-    parser.add_argument("--warmup", type=int, default=2)
-    parser.add_argument("--memory", action="store_true", help="peak RSS per variant (slower)")
-    parser.add_argument("--profile", metavar="DIR",
-                        help="trace each variant into DIR/<variant> and print its top op types")
-    parser.add_argument("--only", choices=VARIANTS + torch_reference.VARIANTS,
-                        help="run this variant only")
-    parser.add_argument("--no-torch", action="store_true",
-                        help="leave out the PyTorch reference even if torch is installed")
-    parser.add_argument("--json", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--out", help="also write the table to this markdown file")
-    args = parser.parse_args()
+def main(args):
     variants = (args.only,) if args.only else VARIANTS
-    if not args.only and not args.no_torch and torch_reference.available():
+    torch_here = args.backend == "tensorflow" or not args.worker
+    if not args.only and not args.no_torch and torch_here and torch_reference.available():
         variants += torch_reference.VARIANTS
+    variants = list(variants)
     if args.profile:
         report_profiles(args, variants)
         return
-    samples = measure(args, list(variants))
-    if args.json:
-        peak = peak_rss_of_this_process_mb()
-        print(json.dumps({"ms": {v: 1e3 * min(t) for v, t in samples.items()},
-                          "peak_rss_mb": peak}))
+    if args.worker:
+        steps, x, y = prepare(args, variants)
+        throughput_workers.serve(environment(variants),
+                                 lambda r: run_round(steps, x, y, args.steps, r))
         return
-    rss = {v: peak_rss_mb(v, args) for v in variants} if args.memory else None
-    table = report(samples, args, rss)
-    print(table)
-    if args.out:
-        if os.path.exists(args.out):
-            print(f"{args.out} exists; overwriting it with this run's table.")
-        with open(args.out, "w") as f:
-            f.write(table + "\n")
+    samples = measure(args, variants)
+    if args.json:
+        print(json.dumps({"ms": {v: 1e3 * min(t) for v, t in samples.items()},
+                          "peak_rss_mb": peak_rss_of_this_process_mb()}))
+        return
+    rss = ({v: throughput_workers.peak_rss_mb(v, args, args.backend) for v in variants}
+           if args.memory else None)
+    throughput_workers.write(report(samples, args, rss), args.out)
 
 
 if __name__ == "__main__":
-    main()
+    main(ARGS)

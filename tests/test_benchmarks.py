@@ -4,8 +4,11 @@ that). Tiny batches keep it to seconds; the PyTorch reference is checked when to
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import math
 import os
+import re
+import subprocess
 import sys
 
 import numpy as np
@@ -17,6 +20,19 @@ import throughput  # noqa: E402
 import torch_reference  # noqa: E402
 
 TINY = argparse.Namespace(batch=4, size=16, rounds=2, steps=1, warmup=1)
+THROUGHPUT = os.path.join(os.path.dirname(os.path.abspath(throughput.__file__)), "throughput.py")
+needs_jax = pytest.mark.skipif(
+    importlib.util.find_spec("jax") is None,
+    reason="jax is not installed: the JAX benchmark needs `pip install 'jax[cpu]'`")
+
+
+def run_throughput(*args):
+    """`throughput.py` in a process of its own (its Keras backend is chosen at import)."""
+    out = subprocess.run([sys.executable, THROUGHPUT, "--rounds", "1", "--batch", "2", "--size",
+                          "16", "--warmup", "1", "--no-torch", *args],
+                         capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr[-3000:]
+    return out.stdout
 
 
 def test_throughput_measures_each_variant_every_round_and_reports_its_ratios():
@@ -66,3 +82,36 @@ def test_torch_reference_steps_train_the_student():
     assert torch_reference.build("torch_teacher_forward")(x, y).shape == (8, 10)
     with pytest.raises(ValueError, match="torch_at"):
         torch_reference.build("torch")
+
+
+@needs_jax
+def test_throughput_runs_the_at_step_on_jax():
+    table = run_throughput("--backend", "jax", "--only", "at")
+    row = re.search(r"^\| at \| ([\d.]+) \| ([\d.]+) \| (\d+) \|$", table, re.MULTILINE)
+    assert row, table
+    ms, median, images = (float(g) for g in row.groups())
+    assert ms == median > 0  # one round: its best is its median
+    assert images == pytest.approx(2 / ms * 1e3, rel=0.05, abs=1)
+    footer = table.strip().splitlines()[-1]
+    assert "best of 1 rounds" in footer and "on cpu (steps XLA-compiled)" in footer
+    assert footer.count("JAX ") == 1 and "TensorFlow" not in footer
+
+
+@needs_jax
+def test_throughput_both_backends_in_one_table():
+    table = run_throughput("--backend", "both", "--only", "teacher_forward", "--rounds", "2")
+    assert "| variant | TensorFlow ms/step | median ms | JAX ms/step | median ms |" in table
+    row = re.search(r"^\| teacher_forward \|" + r" ([\d.]+) \|" * 6 + "$", table, re.MULTILINE)
+    assert row, table
+    tf_best, tf_median, jax_best, jax_median, ratio, paired = (float(g) for g in row.groups())
+    assert 0 < tf_best <= tf_median and 0 < jax_best <= jax_median
+    assert ratio == pytest.approx(jax_best / tf_best, rel=0.1, abs=0.01) and paired > 0
+    footer = table.strip().splitlines()[-1]
+    assert "best of 2 rounds" in footer and "alternate whole rounds" in footer
+    assert "TensorFlow" in footer and "(XLA off)" in footer and "(steps XLA-compiled)" in footer
+
+
+def test_throughput_refuses_to_profile_jax_with_tensorflows_profiler(capsys):
+    with pytest.raises(SystemExit):
+        throughput.parse_args(["--backend", "jax", "--profile", "runs/profile"])
+    assert "run it with --backend tensorflow" in capsys.readouterr().err

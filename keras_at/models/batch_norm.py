@@ -40,7 +40,7 @@ class BatchNorm(keras.layers.BatchNormalization):
         return (
             keras.backend.backend() in ("tensorflow", "jax")
             and mask is None
-            and not self.renorm
+            and not getattr(self, "renorm", False)  # Keras >= 3.14
             and not self.synchronized
             and len(inputs.shape) == 4
             and self.axis in (-1, 3)
