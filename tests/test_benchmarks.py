@@ -85,19 +85,6 @@ def test_torch_reference_steps_train_the_student():
 
 
 @needs_jax
-def test_throughput_runs_the_at_step_on_jax():
-    table = run_throughput("--backend", "jax", "--only", "at")
-    row = re.search(r"^\| at \| ([\d.]+) \| ([\d.]+) \| (\d+) \|$", table, re.MULTILINE)
-    assert row, table
-    ms, median, images = (float(g) for g in row.groups())
-    assert ms == median > 0  # one round: its best is its median
-    assert images == pytest.approx(2 / ms * 1e3, rel=0.05, abs=1)
-    footer = table.strip().splitlines()[-1]
-    assert "best of 1 rounds" in footer and "on cpu (steps XLA-compiled)" in footer
-    assert footer.count("JAX ") == 1 and "TensorFlow" not in footer
-
-
-@needs_jax
 def test_throughput_both_backends_in_one_table():
     table = run_throughput("--backend", "both", "--only", "teacher_forward", "--rounds", "2")
     assert "| variant | TensorFlow ms/step | median ms | JAX ms/step | median ms |" in table
