@@ -199,3 +199,22 @@ def test_batch_norm_second_derivative_on_jax_matches_float64_finite_differences(
     numeric = [(reference(gamma + eps * e) - reference(gamma - eps * e)) / (2 * eps)
                for e in np.eye(2)]
     np.testing.assert_allclose(analytic, numeric, rtol=1e-3)
+
+
+def test_sample_weights_weigh_every_term_per_example(data):
+    x, y = data
+    model = distiller(**ALL_TERMS)
+    plain = model.evaluate(x, y, batch_size=32, verbose=0, return_dict=True)
+    doubled = model.evaluate(x, y, sample_weight=np.full(len(y), 2.0), batch_size=32, verbose=0,
+                             return_dict=True)
+    for key, value in plain.items():  # sum_b w_b * term_b / B with every w_b = 2
+        if key == "accuracy":  # a weighted mean: the same
+            assert doubled[key] == pytest.approx(value)
+            continue
+        assert doubled[key] == pytest.approx(2 * value, rel=1e-4), key
+    # Weight 0 for the second half: each term is half the first half's own mean.
+    half = model.evaluate(x[:16], y[:16], batch_size=16, verbose=0, return_dict=True)
+    masked = model.evaluate(x, y, sample_weight=np.repeat([1.0, 0.0], 16), batch_size=32,
+                            verbose=0, return_dict=True)
+    for key in ("task_loss", "at_loss", "kd_loss", "grad_at_loss", "input_grad_loss"):
+        assert masked[key] == pytest.approx(half[key] / 2, rel=1e-4), key
