@@ -18,7 +18,6 @@ weights (`weighted_mean`).
 
 from __future__ import annotations
 
-import keras
 from keras import ops
 
 from keras_at import backend
@@ -27,7 +26,8 @@ from keras_at.weights import check_temperature
 
 
 def _same_batch(student, teacher, name: str):
-    """`teacher`, after checking it has the student's batch size: statically, else in the graph."""
+    """`teacher`, after checking it has the student's batch size: statically, else inside the
+    compiled step (`keras_at.backend.check_same_batch`)."""
     b_s, b_t = student.shape[0], teacher.shape[0]
     if b_s is not None and b_t is not None:
         if b_s != b_t:
@@ -36,17 +36,9 @@ def _same_batch(student, teacher, name: str):
                 f"{b_s} and the teacher's {b_t}; give both networks' outputs for the same batch."
             )
         return teacher
-    if keras.backend.backend() != "tensorflow":
-        return teacher
-    import tensorflow as tf
-
-    # Unknown while tracing: a check that runs before the comparison, naming both sizes.
-    check = tf.debugging.assert_equal(
-        tf.shape(student)[0], tf.shape(teacher)[0],
-        message=f"{name}: the student's and the teacher's batch sizes (x, y below) differ",
+    return backend.check_same_batch(
+        student, teacher, f"{name}: the student's and the teacher's batch sizes (x, y below) differ"
     )
-    with tf.control_dependencies([check]):
-        return tf.identity(teacher)
 
 
 def task_loss(loss, y, logits, sample_weight=None):

@@ -13,6 +13,8 @@ between backends is the plumbing around it, as in Keras's own trainers
   variables' current values at each call (the teacher's J_T);
 - `check_labels(y, classes, whole)`: the step's label check, which must run inside the
   compiled step (the labels' values are not known while it is traced);
+- `check_same_batch(student, teacher, message)`: two tensors' batch sizes compared inside the
+  compiled step, where they were unknown while it was traced (TensorFlow);
 - `replicas()`: the number of replicas one loss value is summed over.
 
 `keras_at.backend.tensorflow` and `keras_at.backend.jax` each define all of them; this
@@ -27,22 +29,18 @@ import keras
 BACKEND = keras.backend.backend()
 
 if BACKEND == "tensorflow":
-    from keras_at.backend.tensorflow import (
-        Trainer,
-        check_labels,
-        compiled,
-        input_gradient,
-        replicas,
-    )
+    from keras_at.backend import tensorflow as _impl
 elif BACKEND == "jax":
-    from keras_at.backend.jax import Trainer, check_labels, compiled, input_gradient, replicas
+    from keras_at.backend import jax as _impl
 else:
-    from keras_at.backend.unsupported import (
-        Trainer,
-        check_labels,
-        compiled,
-        input_gradient,
-        replicas,
-    )
+    from keras_at.backend import unsupported as _impl
 
-__all__ = ["BACKEND", "Trainer", "check_labels", "compiled", "input_gradient", "replicas"]
+Trainer = _impl.Trainer
+check_labels = _impl.check_labels
+check_same_batch = _impl.check_same_batch
+compiled = _impl.compiled
+input_gradient = _impl.input_gradient
+replicas = _impl.replicas
+
+__all__ = ["BACKEND", "Trainer", "check_labels", "check_same_batch", "compiled",
+           "input_gradient", "replicas"]

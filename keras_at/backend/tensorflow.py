@@ -61,6 +61,14 @@ def check_labels(y, classes: int, whole: bool):
             return tf.identity(y)
 
 
+def check_same_batch(student, teacher, message: str):
+    """`teacher`, made to wait for an in-graph assertion that its batch size (unknown while
+    tracing) is the student's; `message` names the comparison."""
+    check = tf.debugging.assert_equal(tf.shape(student)[0], tf.shape(teacher)[0], message=message)
+    with tf.control_dependencies([check]):
+        return tf.identity(teacher)
+
+
 def _assert_none(bad, y, message):
     """An assertion that no element of `bad` is true, printing the offending values of `y`.
 

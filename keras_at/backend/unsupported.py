@@ -22,3 +22,10 @@ class Trainer:
 
 
 check_labels = compiled = input_gradient = replicas = _refuse
+
+
+def check_same_batch(student, teacher, message: str):
+    """`teacher`: `keras_at.at_loss` runs here too, eagerly, where every shape is known (the
+    caller's static check compared them)."""
+    del student, message
+    return teacher
