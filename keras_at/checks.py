@@ -22,14 +22,6 @@ def dtype_name(x) -> str:
     return keras.backend.standardize_dtype(x.dtype)
 
 
-def is_floating(x) -> bool:
-    return dtype_name(x).startswith(("float", "bfloat"))
-
-
-def _is_integer(x) -> bool:
-    return dtype_name(x).startswith(("int", "uint"))
-
-
 def check_batch(x, y, tap, model_name: str):
     """Refuses images the tapped student cannot take, and labels outside its classes (or float
     class indices with a fractional part), printing the offending label values.
@@ -42,7 +34,7 @@ def check_batch(x, y, tap, model_name: str):
             "The Distiller expects a single image tensor as input, or (images, "
             f"teacher_gradients) for gradient AT; got a {type(x).__name__}."
         )
-    if not is_floating(x):
+    if not keras.backend.is_float_dtype(x.dtype):
         raise ValueError(
             f"Images must be floating point, got dtype {dtype_name(x)}; normalise them "
             "(keras_at.data.load does) or cast them before fit/evaluate."
@@ -56,9 +48,12 @@ def check_batch(x, y, tap, model_name: str):
             "the channel count and the image size."
         )
     classes = tap.outputs[0].shape[-1]
-    if y is None or not (_is_integer(y) or (is_floating(y) and _sparse(y, classes))):
+    if y is None:
+        return y
+    floating = keras.backend.is_float_dtype(y.dtype)
+    if not (keras.backend.is_int_dtype(y.dtype) or (floating and _sparse(y, classes))):
         return y  # one-hot or soft labels: the loss reads them as given
-    return backend.check_labels(y, classes, whole=is_floating(y))
+    return backend.check_labels(y, classes, whole=floating)
 
 
 def _sparse(y, classes) -> bool:

@@ -22,12 +22,13 @@ in float32: 1.8 GB in all for CIFAR-10's 50,000 training images.
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 from keras import ops
 
 from keras_at import backend
 from keras_at._validate import check_int, shapes_match
-from keras_at.checks import check_batch, dtype_name, is_floating
+from keras_at.checks import check_batch, dtype_name
 from keras_at.losses import task_loss
 
 
@@ -152,7 +153,7 @@ def split_teacher_gradients(x, grad_at_on: bool):
             "on: only gradient AT reads the teacher's gradients. Give images alone, or construct "
             "the Distiller with grad_beta > 0 (a schedule may still set it to 0 for a while)."
         )
-    if not is_floating(gradients):
+    if not keras.backend.is_float_dtype(gradients.dtype):
         raise ValueError(
             f"teacher_gradients must be floating point, got {dtype_name(gradients)}."
         )
