@@ -22,6 +22,22 @@ def _seed():
     yield
 
 
+class AtBatch(keras.callbacks.Callback):
+    """Calls `action(model)` at the end of batch `batch` of epoch `epoch` (both counted from 0):
+    a save, an exception or a kill at a chosen point of `fit`."""
+
+    def __init__(self, epoch, batch, action):
+        super().__init__()
+        self.epoch, self.batch, self.action, self.current = epoch, batch, action, -1
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.current = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        if (self.current, batch) == (self.epoch, self.batch):
+            self.action(self.model)  # on JAX, `self.model` syncs the state: read only here
+
+
 def tiny_net(width=4, name=None, classes=5, size=16, channels=3):
     """A two-group CNN: `group0` at full resolution, `group1` at half."""
     inputs = keras.Input((size, size, channels))

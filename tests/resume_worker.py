@@ -22,24 +22,11 @@ import keras_at  # noqa: E402
 from keras_at.callbacks import BetaDecay, BetaScheduler  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(__file__))
-from conftest import tiny_net  # noqa: E402
+from conftest import AtBatch, tiny_net  # noqa: E402
 
 
 def die():
     os.kill(os.getpid(), signal.SIGKILL)
-
-
-class KillAt(keras.callbacks.Callback):
-    def __init__(self, epoch, batch):
-        super().__init__()
-        self.epoch, self.batch, self.current = epoch, batch, -1
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.current = epoch
-
-    def on_train_batch_end(self, batch, logs=None):
-        if self.current == self.epoch and batch == self.batch:
-            die()
 
 
 def kill_in_save(layer, n):
@@ -78,7 +65,7 @@ def main():
                  BetaDecay(factor=0.5, epochs=(1, 2, 3)),
                  BetaScheduler(lambda epoch, alpha: 0.8 * alpha, weight="alpha")]
     if args.kill_batch:
-        callbacks.append(KillAt(*args.kill_batch))
+        callbacks.append(AtBatch(*args.kill_batch, lambda model: die()))
     if args.kill_in_save:
         kill_in_save(distiller.teacher.get_layer("head"), args.kill_in_save)
     history = distiller.fit(x, y, batch_size=24, epochs=args.epochs, shuffle=False, verbose=0,

@@ -9,7 +9,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import tiny_net
+from conftest import AtBatch, tiny_net
 from PIL import Image
 from tensorboard.backend.event_processing import event_accumulator
 
@@ -141,20 +141,14 @@ def test_resuming_restores_the_scheduled_values_not_the_constructors(tmp_path):
     assert {**first.values, **second.values} == reference.values
 
 
-class SaveMidEpoch(keras.callbacks.Callback):
-    """Saves the weights after batch 0 of `epoch`, then stops the run as a kill would."""
+def save_and_stop(path):
+    """An `AtBatch` action: saves the weights, then stops the run as a kill would."""
 
-    def __init__(self, path, epoch):
-        super().__init__()
-        self.path, self.epoch, self.current = path, epoch, -1
+    def action(model):
+        model.save_weights(path)
+        raise RuntimeError("interrupted")
 
-    def on_epoch_begin(self, epoch, logs=None):
-        self.current = epoch
-
-    def on_train_batch_end(self, batch, logs=None):
-        if self.current == self.epoch and batch == 0:
-            self.model.save_weights(self.path)
-            raise RuntimeError("interrupted")
+    return action
 
 
 def test_resuming_a_mid_epoch_checkpoint_applies_that_epochs_schedule_once(tmp_path):
@@ -167,7 +161,7 @@ def test_resuming_a_mid_epoch_checkpoint_applies_that_epochs_schedule_once(tmp_p
     path = str(tmp_path / "mid.weights.h5")
     with pytest.raises(RuntimeError, match="interrupted"):
         distiller(beta=1e3, alpha=0.5).fit(
-            **fit, callbacks=[*resume_callbacks(), SaveMidEpoch(path, 2)]
+            **fit, callbacks=[*resume_callbacks(), AtBatch(2, 0, save_and_stop(path))]
         )
     resumed, second = distiller(beta=1e3, alpha=0.5), Record(names)
     resumed.load_weights(path)

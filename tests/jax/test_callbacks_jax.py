@@ -4,6 +4,7 @@ variables during an epoch (a callback reading `self.model` copies it back)."""
 import keras
 import numpy as np
 import pytest
+from conftest import AtBatch
 from test_distiller_jax import distiller, training_data
 
 import keras_at
@@ -11,15 +12,9 @@ import keras_at
 pytestmark = pytest.mark.skipif(keras.backend.backend() != "jax", reason="needs KERAS_BACKEND=jax")
 
 
-class Interrupt(keras.callbacks.Callback):
-    """Raises after batch 1 of epoch 1, as a kill would stop the run."""
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epoch = epoch
-
-    def on_train_batch_end(self, batch, logs=None):
-        if self.epoch == 1 and batch == 1:
-            raise RuntimeError("interrupted")
+def interrupt(model):
+    """An `AtBatch` action: stops the run as a kill would."""
+    raise RuntimeError("interrupted")
 
 
 def test_backup_and_restore_resumes_mid_epoch_to_the_uninterrupted_weights(tmp_path):
@@ -33,7 +28,8 @@ def test_backup_and_restore_resumes_mid_epoch_to_the_uninterrupted_weights(tmp_p
     straight = distiller(beta=1e3, alpha=0.5)
     straight.fit(**{**fit, "callbacks": [keras_at.callbacks.BetaDecay(factor=0.5, epochs=(1, 2))]})
     with pytest.raises(RuntimeError, match="interrupted"):
-        distiller(beta=1e3, alpha=0.5).fit(**fit, callbacks=[*callbacks(), Interrupt()])
+        distiller(beta=1e3, alpha=0.5).fit(
+            **fit, callbacks=[*callbacks(), AtBatch(1, 1, interrupt)])  # after batch 1, epoch 1
     resumed = distiller(beta=1e3, alpha=0.5)
     history = resumed.fit(**fit, callbacks=callbacks())
     assert history.epoch == [1, 2]
