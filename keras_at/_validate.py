@@ -31,6 +31,15 @@ def check_number(value, name: str) -> float:
         raise ValueError(f"`{name}` must be a number, got {value!r}.") from None
 
 
+def check_positive(value, name: str) -> int | float:
+    """`value` as a Python int (for an integer) or float, or a `ValueError`: it must be a finite
+    number > 0 (`check_number`; numpy scalars are numbers like Python's)."""
+    number = check_number(value, name)
+    if not math.isfinite(number) or number <= 0:
+        raise ValueError(f"`{name}` must be a positive finite number, got {name}={value!r}.")
+    return int(value) if isinstance(value, (int, np.integer)) else number
+
+
 def check_nonnegative(value, name: str) -> float:
     """`value` as a float, or a `ValueError`: it must be a finite number >= 0 (`check_number`)."""
     number = check_number(value, name)

@@ -9,22 +9,22 @@ when the maps have different spatial sizes the teacher's map is resized
 
 from __future__ import annotations
 
-import math
-
 from keras import ops
+
+from keras_at._validate import check_positive
 
 REDUCTIONS = ("sum", "mean", "max")
 _EPSILON = 1e-12
 
 
-def check_attention_args(p: float, reduction: str) -> None:
-    """Raises a `ValueError` unless `p > 0` and `reduction` is known."""
-    if isinstance(p, bool) or not isinstance(p, (int, float)) or not p > 0 or math.isinf(p):
-        raise ValueError(f"`p` must be a positive finite number, got p={p!r}.")
+def check_attention_args(p: float, reduction: str) -> int | float:
+    """`p` as a Python number, or a `ValueError` unless `p > 0` and `reduction` is known."""
+    p = check_positive(p, "p")
     if reduction not in REDUCTIONS:
         raise ValueError(
             f"Unknown attention `reduction`={reduction!r}; expected one of {REDUCTIONS}."
         )
+    return p
 
 
 def attention_map(features, p: float = 2, reduction: str = "sum"):

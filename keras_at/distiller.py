@@ -136,8 +136,7 @@ class Distiller(backend.Trainer, keras.Model):
                 "`student` and `teacher` are the same object; the teacher must be a separate, "
                 "frozen model."
             )
-        check_attention_args(p, reduction)
-        self._p, self._reduction = p, reduction
+        self._p, self._reduction = check_attention_args(p, reduction), reduction
         self._given_input_shape = tuple(input_shape) if input_shape is not None else None
         self.hint_weight_decay = check_weight("hint_weight_decay", hint_weight_decay)
 

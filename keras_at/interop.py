@@ -72,7 +72,7 @@ class AttentionTransfer(keras.distillation.DistillationLoss):
                     f"{name!r}; attention transfer reads intermediate feature maps, not the "
                     "final outputs."
                 )
-        check_attention_args(p, reduction)
+        p = check_attention_args(p, reduction)
         self.teacher_layer_name = teacher_layer_name
         self.student_layer_name = student_layer_name
         self.p = p

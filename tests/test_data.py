@@ -373,6 +373,25 @@ def test_image_folder_holdout_slices_are_stratified(tmp_path):
     assert set(labels) == {0, 1, 2}
 
 
+def test_image_folder_follows_symlinked_folders_and_skips_loops(tmp_path):
+    root = tmp_path / "pets"
+    _save(root / "cat" / "a.png", (255, 0, 0), (8, 8))
+    _save(root / "dog" / "d.png", (0, 0, 255), (8, 8))
+    _save(tmp_path / "elsewhere" / "b.png", (250, 0, 0), (8, 8))
+    _save(tmp_path / "elsewhere" / "deeper" / "c.png", (245, 0, 0), (8, 8))
+    (root / "cat" / "more").symlink_to(tmp_path / "elsewhere", target_is_directory=True)
+    (root / "cat" / "loop").symlink_to(root / "cat", target_is_directory=True)
+    (root / "cat" / "up").symlink_to(root, target_is_directory=True)  # would read dog as cat
+    with pytest.warns(UserWarning, match="Skipping folders") as record:
+        images, labels = collect(data.load(root, image_size=8, shuffle=False, augment=False))
+    assert len(record) == 1
+    assert str(root / "cat" / "loop") in str(record[0].message)
+    assert str(root / "cat" / "up") in str(record[0].message)
+    np.testing.assert_array_equal(np.bincount(labels), [3, 1])  # a, more/b, more/deeper/c
+    reds = sorted(pixels(images, str(root))[labels == 0][:, 0, 0, 0].round())
+    np.testing.assert_allclose(reds, [245, 250, 255], atol=1)
+
+
 # === Evaluation transform and CUB-200-2011 ===
 
 

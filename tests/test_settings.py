@@ -1,5 +1,7 @@
 """The Distiller's settings after construction: live, retraced, or refused; the user's teacher."""
 
+import re
+
 import keras
 import numpy as np
 import pytest
@@ -179,3 +181,50 @@ def test_kd_loss_refuses_a_temperature_that_would_give_nan():
     with pytest.raises(ValueError, match="finite number > 0, got inf"):
         keras_at.kd_loss(z, z, temperature=float("inf"))
     assert float(keras_at.kd_loss(z, z, temperature=1e3)) == pytest.approx(0.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("name, value", [
+    ("beta", 1e39),  # inf in float32
+    ("hint_beta", 1e-46),  # 0 in float32: the term asked for would weigh nothing
+    ("grad_beta", 1e-40),  # a denormal
+    ("temperature", 1e39),
+    ("temperature", 1e-46),
+    ("temperature", 2e19),  # T² overflows: inf * 0 = NaN
+    ("temperature", 1e-20),  # T² underflows: a KD term of 0
+])
+def test_values_float32_cannot_hold_are_refused_naming_the_setting(name, value, tiny_pair):
+    with pytest.raises(ValueError, match=re.escape(f"`{name}`={value!r} is out of") + ".*float32"):
+        keras_at.Distiller(*tiny_pair, **{name: value})
+    distiller = keras_at.Distiller(*tiny_pair, alpha=0.5)
+    before = getattr(distiller, name)
+    with pytest.raises(ValueError, match=f"`{name}`"):
+        setattr(distiller, name, value)
+    assert getattr(distiller, name) == before
+
+
+def test_temperatures_at_the_ends_of_the_float32_range_train_to_finite_losses(tiny_data):
+    x, y = tiny_data
+    low, high = keras_at.weights.TEMPERATURE_RANGE
+    distiller = keras_at.Distiller(tiny_net(4, "s"), tiny_net(8, "t"), pairs=[], beta=0.0,
+                                   alpha=0.5, temperature=low * 1.01)
+    for temperature in (low * 1.01, high * 0.99):
+        distiller.temperature = temperature
+        logs = frozen_fit(distiller, x[:8], y[:8])
+        assert np.isfinite(logs["loss"]) and np.isfinite(logs["kd_loss"]), temperature
+        if temperature < 1:  # T² does not underflow: the term is there
+            assert logs["kd_loss"] > 0
+
+
+def test_numpy_scalars_are_numbers_for_every_setting(tiny_pair):
+    distiller = keras_at.Distiller(*tiny_pair, p=np.float32(2), beta=np.float32(250),
+                                   alpha=np.float64(0.5), temperature=np.int64(3))
+    assert (distiller.p, distiller.beta, distiller.alpha, distiller.temperature) == (2, 250, 0.5, 3)
+    distiller.p = np.int64(4)
+    distiller.hint_beta = np.int32(1)
+    config = distiller.get_config()
+    assert type(config["p"]) is int and config["p"] == 4 and config["hint_beta"] == 1.0
+    keras_at.Distiller.from_config(config)  # the settings serialise as plain numbers
+    assert keras_at.AttentionTransfer("group0", "group0", p=np.float32(1.5)).p == 1.5
+    decay = keras_at.callbacks.BetaDecay(factor=np.float32(0.5), epochs=(1,),
+                                         initial_value=np.float64(10))
+    assert decay.factor == 0.5

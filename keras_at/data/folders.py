@@ -3,8 +3,10 @@
 Two layouts are accepted. A folder of class sub-folders (`root/<class>/<image>`) is the "train"
 split. A folder holding a `train/` sub-folder (`root/<split>/<class>/<image>`) has one split per
 sub-folder ("train", "val", "test", ...); the classes are those of `train/`. Class order is the
-sorted folder names. Files are found at any depth under a class folder; only the extensions
-TensorFlow decodes are read (and hidden files skipped).
+sorted folder names. Files are found at any depth under a class folder, through symlinked
+sub-folders too (as Keras's `image_dataset_from_directory(follow_links=True)`); a link back to a
+folder already read (a loop) is skipped with a warning. Only the extensions TensorFlow decodes
+are read (and hidden files skipped).
 
 A split's files are listed in a stratified order: each class's files (in path order) are spread
 evenly over the list, so any contiguous slice (`"train[90%:]"` as a held-out set, or `limit=`)
@@ -80,14 +82,7 @@ def files(root: str, split: str, classes: tuple[str, ...]) -> tuple[list[str], n
         )
     paths, labels, positions, empty = [], [], [], []
     for label, name in enumerate(classes):
-        found = []
-        for parent, dirs, names in os.walk(os.path.join(directory, name)):
-            dirs[:] = sorted(d for d in dirs if not d.startswith("."))
-            found += [
-                os.path.join(parent, file)
-                for file in sorted(names)
-                if not file.startswith(".") and file.lower().endswith(EXTENSIONS)
-            ]
+        found = _images_under(os.path.join(directory, name))
         if not found:
             empty.append(name)
         paths += found
@@ -102,6 +97,39 @@ def files(root: str, split: str, classes: tuple[str, ...]) -> tuple[list[str], n
         )
     order = np.lexsort((np.asarray(labels), np.asarray(positions)))
     return [paths[i] for i in order], np.asarray(labels, np.int32)[order]
+
+
+def _images_under(folder: str) -> list[str]:
+    """The image files at any depth under `folder`, in path order, following symlinked folders.
+
+    Each real folder is read once: a link to a folder already read, or to an ancestor of
+    `folder` (a loop, which would recurse forever or read other classes' images as this one's),
+    is skipped, and named in a warning.
+    """
+    top = os.path.realpath(folder)
+    found, seen, skipped = [], {top}, []
+    for parent, dirs, names in os.walk(folder, followlinks=True):
+        kept = []
+        for d in sorted(d for d in dirs if not d.startswith(".")):
+            real = os.path.realpath(os.path.join(parent, d))
+            if real in seen or top.startswith(os.path.join(real, "")):
+                skipped.append(os.path.join(parent, d))
+            else:
+                seen.add(real)
+                kept.append(d)
+        dirs[:] = kept
+        found += [
+            os.path.join(parent, file)
+            for file in sorted(names)
+            if not file.startswith(".") and file.lower().endswith(EXTENSIONS)
+        ]
+    if skipped:
+        warnings.warn(
+            f"Skipping folders that lead to one already read or to an ancestor (symlink loops, "
+            f"or two paths to one folder): {skipped}.",
+            stacklevel=4,
+        )
+    return found
 
 
 def decode(contents: tf.Tensor) -> tf.Tensor:
