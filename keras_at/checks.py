@@ -63,15 +63,18 @@ def _sparse(y, classes) -> bool:
     return classes != 1 and (rank == 1 or (rank == 2 and y.shape[-1] == 1))
 
 
-def refuse_empty(x) -> None:
-    """A `ValueError` for a dataset or array known to hold no example."""
+def refuse_empty(x, method: str = "fit", data: str = "training data") -> None:
+    """A `ValueError` for a dataset, `PyDataset` or array known to hold no example, naming the
+    `data` and the `method` it was given to."""
     tf = sys.modules.get("tensorflow")  # a tf.data.Dataset needs TensorFlow imported
     if tf is not None and isinstance(x, tf.data.Dataset):
         empty = int(x.cardinality()) == 0
+    elif isinstance(x, keras.utils.PyDataset):
+        empty = x.num_batches == 0
     else:
         empty = hasattr(x, "shape") and len(x.shape) > 0 and x.shape[0] == 0
     if empty:
-        raise ValueError("The training data is empty: fit() needs at least one batch.")
+        raise ValueError(f"The {data} is empty: {method}() needs at least one batch.")
 
 
 def per_example_weights(sample_weight):

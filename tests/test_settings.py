@@ -1,4 +1,5 @@
-"""The Distiller's settings after construction: live, retraced, or refused; the user's teacher."""
+"""The Distiller's settings after construction: live, retraced, or refused; the user's teacher;
+the changes and the data that fit, evaluate and predict refuse."""
 
 import re
 
@@ -228,3 +229,51 @@ def test_numpy_scalars_are_numbers_for_every_setting(tiny_pair):
     decay = keras_at.callbacks.BetaDecay(factor=np.float32(0.5), epochs=(1,),
                                          initial_value=np.float64(10))
     assert decay.factor == 0.5
+
+
+def test_a_student_frozen_after_a_fit_asks_for_compile_before_training_again(tiny_data):
+    x, y = tiny_data
+    distiller = keras_at.Distiller(tiny_net(4, "s"), tiny_net(8, "t"), hint_beta=1.0)
+    distiller.compile(optimizer=keras.optimizers.SGD(0.1), loss=CE)
+    distiller.fit(x, y, batch_size=64, verbose=0)
+    distiller.student.trainable = False
+    student = [w.copy() for w in distiller.student.get_weights()]
+    with pytest.raises(ValueError, match=r"changed since the optimizer.*distiller\.compile"):
+        distiller.fit(x, y, batch_size=64, verbose=0)
+    distiller.compile(optimizer=keras.optimizers.SGD(0.1), loss=CE)
+    adapters = [w.copy() for a in distiller.hint_adapters if a for w in a.get_weights()]
+    distiller.fit(x, y, batch_size=64, verbose=0)
+    for before, after in zip(student, distiller.student.get_weights()):
+        np.testing.assert_array_equal(after, before)  # frozen, BN statistics included
+    after = [w for a in distiller.hint_adapters if a for w in a.get_weights()]
+    assert any(not np.array_equal(b, a) for b, a in zip(adapters, after))  # still trained
+
+
+class _Batches(keras.utils.PyDataset):
+    def __init__(self, batches):
+        super().__init__()
+        self.batches = batches
+
+    def __len__(self):
+        return len(self.batches)
+
+    def __getitem__(self, index):
+        return self.batches[index]
+
+
+def test_empty_data_is_refused_by_evaluate_predict_and_fits_validation(tiny_pair, tiny_data):
+    x, y = tiny_data
+    distiller = keras_at.Distiller(*tiny_pair)
+    distiller.compile(optimizer="sgd", loss=CE)
+    none = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
+    unknown = none.filter(lambda images, labels: False)  # cardinality unknown: read to find out
+    for data in (x[:0], none.take(0), unknown, _Batches([])):
+        with pytest.raises(ValueError, match=r"empty: evaluate\(\)|evaluate\(\) read no batch"):
+            distiller.evaluate(data, y[:0] if data is x[:0] else None, verbose=0)
+        with pytest.raises(ValueError, match=r"empty: predict\(\)|predict\(\) read no batch"):
+            distiller.predict(data, verbose=0)
+    with pytest.raises(ValueError, match="validation data is empty"):
+        distiller.fit(x, y, validation_data=(x[:0], y[:0]), verbose=0)
+    assert distiller.optimizer.iterations == 0  # refused before training
+    logs = distiller.evaluate(_Batches([(x[:8], y[:8])]), verbose=0, return_dict=True)
+    assert logs["loss"] > 0

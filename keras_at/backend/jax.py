@@ -8,9 +8,17 @@ from the scope afterwards. The student's input gradient J_S is a `jax.value_and_
 images nested in the step's `jax.value_and_grad` over the weights (double backprop): its
 batch-norm updates are returned from the inner function and assigned in the outer scope, so no
 value of the inner trace leaks out of it.
+
+The Distiller's `fit`, `evaluate` and `predict` run Keras's loops with its two networks held by
+the calling thread (another thread's loop on either is refused), and a label error of the step
+raised as the `ValueError` it is.
 """
 
 from __future__ import annotations
+
+import contextlib
+import re
+import threading
 
 import jax
 import numpy as np
@@ -74,7 +82,9 @@ def check_labels(y, classes: int, whole: bool):
     """`y`, after a host callback in the compiled step that raises when a label is outside
     `[0, classes)` (or, with `whole`, a float label has a fractional part), naming the values.
 
-    JAX reports the error as a `JaxRuntimeError` whose message holds the `ValueError`'s.
+    JAX reports the error as a `JaxRuntimeError` whose message holds the `ValueError`'s; the
+    Distiller's `fit`, `evaluate` and `predict` raise the `ValueError` itself
+    (`value_errors_of_callbacks`).
     """
 
     def report(y):
@@ -102,8 +112,87 @@ def check_same_batch(student, teacher, message: str):
     return teacher
 
 
+# A host callback's exception reaches Python as a JaxRuntimeError whose message ends with the
+# callback's traceback: "...\nValueError: <message>".
+_CALLBACK_VALUE_ERROR = re.compile(r"^ValueError: (.*)\Z", re.MULTILINE | re.DOTALL)
+
+
+@contextlib.contextmanager
+def value_errors_of_callbacks():
+    """Raises the `ValueError` of a host callback (the label check) as itself, not wrapped in
+    the `JaxRuntimeError` ("INTERNAL: CpuCallback error") JAX reports it as."""
+    try:
+        yield
+    except jax.errors.JaxRuntimeError as error:
+        match = _CALLBACK_VALUE_ERROR.search(str(error))
+        if match is None:
+            raise
+        raise ValueError(match.group(1).strip()) from error
+
+
+# The threads running a Distiller's loop, per network: {id(network): [thread id, depth]}.
+_IN_USE = {}
+_IN_USE_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def exclusive_networks(networks):
+    """Holds `networks` (`{role: model}`) for this thread while a loop of Keras runs them.
+
+    Keras's JAX loops detach every variable's value while they run, hand the arrays to the
+    compiled step to reuse (donated), and attach the new values at the end, so a network that
+    a loop in another thread runs at the same time has no weights there: a `RuntimeError`
+    naming it is raised instead. The thread already holding a network may enter again (the
+    validation `evaluate` inside `fit`, a callback's `predict`).
+    """
+    me = threading.get_ident()
+    with _IN_USE_LOCK:
+        for role, network in networks.items():
+            owner = _IN_USE.get(id(network))
+            if owner is not None and owner[0] != me:
+                raise RuntimeError(
+                    f"The {role} {network.name!r} is in use by a Distiller's fit, evaluate or "
+                    "predict in another thread. On JAX, Keras takes a model's weights out of its "
+                    "variables while it runs it, so two threads cannot run one network at once: "
+                    "run the Distillers one after another, or give each its own copy of the "
+                    f"{role} (keras.models.clone_model, then set_weights)."
+                )
+        for network in networks.values():
+            _IN_USE.setdefault(id(network), [me, 0])[1] += 1
+    try:
+        yield
+    finally:
+        with _IN_USE_LOCK:
+            for network in networks.values():
+                owner = _IN_USE[id(network)]
+                owner[1] -= 1
+                if owner[1] == 0:
+                    del _IN_USE[id(network)]
+
+
 class Trainer:
     """The Distiller's stateless `train_step` and `test_step` on JAX (a mixin before Model)."""
+
+    # === Keras's loops, guarded ===
+    def fit(self, *args, **kwargs):
+        with self._guarded_loop():
+            return super().fit(*args, **kwargs)
+
+    def evaluate(self, *args, **kwargs):
+        with self._guarded_loop():
+            return super().evaluate(*args, **kwargs)
+
+    def predict(self, *args, **kwargs):
+        with self._guarded_loop():
+            return super().predict(*args, **kwargs)
+
+    @contextlib.contextmanager
+    def _guarded_loop(self):
+        """One of Keras's loops, with its networks held by this thread (`exclusive_networks`)
+        and a label error raised as a `ValueError` (`value_errors_of_callbacks`)."""
+        with exclusive_networks({"student": self.student, "teacher": self.teacher}):
+            with value_errors_of_callbacks():
+                yield
 
     def _mapping(self, trainable, non_trainable):
         return [*zip(self.trainable_variables, trainable),
