@@ -22,9 +22,9 @@ import argparse
 import os
 import sys
 
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import _common  # noqa: E402, F401  (the environment the examples run TensorFlow in)
 import keras  # noqa: E402
 
 from keras_at import data, models  # noqa: E402
