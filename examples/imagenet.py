@@ -20,9 +20,12 @@ other --image-size). Training: random-resized crop and flip.
 Training is data-parallel with `tf.distribute.MirroredStrategy` over all visible GPUs; without a
 GPU it runs on the default (one-device) strategy. --batch-size is the global batch. The folder
 is ImageNet-like: DIR/train/<class>/*.JPEG and DIR/val/<class>/*.JPEG. Without --teacher, the
-ResNet-34 is trained first into the same run directory.
+ResNet-34 is trained first into the same run directory. --teacher takes a .keras model, or the
+authors' released ResNet-34 itself, `resnet-34-export.pth` (needs PyTorch to read) or the same
+arrays saved as .npz (`keras_at.models.load_authors_resnet`; their class order is the sorted
+synset folders, which `keras_at.data` uses too).
 
-    python examples/imagenet.py /data/imagenet --teacher r34.keras --out runs/imagenet-at
+    python examples/imagenet.py /data/imagenet --teacher resnet-34-export.pth --out runs/r18-at
     python examples/imagenet.py /data/imagenet --teacher r34.keras --beta 0 --out runs/r18
 """
 
@@ -37,9 +40,13 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _cluster  # noqa: E402
 import _common  # noqa: E402
 import _training  # noqa: E402
+import keras  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from keras_at import data, models  # noqa: E402
+
+# --teacher files read as the authors' exported weights rather than as a Keras model.
+AUTHORS_WEIGHTS = (".pth", ".pt", ".npz")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -52,7 +59,8 @@ def parser() -> argparse.ArgumentParser:
                    help="without GPUs: split the CPU into this many devices and mirror over them "
                    "(tries the multi-device path on a laptop)")
     _cluster.add_multi_worker_arg(p)
-    _common.add_teacher_args(p)
+    _common.add_teacher_args(p, ".keras file, or the authors' resnet-34-export.pth (or its "
+                             "arrays as .npz)")
     _common.add_training_args(p, epochs=100, batch_size=256, lr=0.1, lr_epochs="31,61,91",
                               lr_decay=0.1, weight_decay=1e-4, nesterov=True,
                               momentum_reset=False)
@@ -78,6 +86,15 @@ def strategy(cpu_replicas: int) -> tf.distribute.Strategy:
     return tf.distribute.get_strategy()
 
 
+def load_teacher(path: str, input_shape: tuple) -> keras.Model:
+    """--teacher: the authors' exported weights (.pth, .npz) or a .keras model."""
+    if path.lower().endswith(AUTHORS_WEIGHTS):
+        teacher = models.load_authors_resnet(path, input_shape=input_shape)
+        print(f"Teacher: {teacher.name} from the authors' weights {path}.")
+        return teacher
+    return keras.saving.load_model(path)
+
+
 def main(argv=None) -> dict:
     p = parser()
     args = _common.parse(p, argv)
@@ -96,7 +113,8 @@ def main(argv=None) -> dict:
 
     # Networks, optimizer and variables are created, and fit runs, under the strategy.
     with mirror.scope():
-        return _training.run(args, "imagenet", _common.folder_data(args), resnet(34), resnet(18))
+        return _training.run(args, "imagenet", _common.folder_data(args), resnet(34), resnet(18),
+                             load_teacher=lambda path: load_teacher(path, shape))
 
 
 if __name__ == "__main__":
