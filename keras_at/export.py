@@ -50,13 +50,14 @@ def export_student(
     e.g. to serve on an accelerator with bfloat16 units; TFLite does not convert it).
 
     A keras-hub task or backbone (`keras_hub.models.ImageClassifier`, `ResNetBackbone`, ...) is
-    copied as its layer graph, a plain functional model: where its layers are core Keras
+    copied as its layer graph, into plain functional models: where its layers are core Keras
     layers (keras-hub's ResNet), the file loads without keras-hub. Layers whose classes come
     from another library (keras-hub's own layers, in a ViT for instance) or from your code stay
-    as they are; the file then loads only where those classes are imported (`import keras_hub`
-    registers keras-hub's), and a `UserWarning` names them. A task's `preprocessor` is not
-    part of its layer graph: the exported model reads preprocessed images, and a warning says
-    so.
+    as they are, and a backbone whose layers do not rebuild from their configs (keras-hub's
+    ViT) is rebuilt by its own class; the file then loads only where those classes are
+    imported (`import keras_hub` registers keras-hub's), and a `UserWarning` names them. A
+    task's `preprocessor` is not part of its layer graph: the exported model reads
+    preprocessed images, and a warning says so.
 
     Args:
         model_or_distiller: a `keras_at.Distiller` (its `student` is exported) or a functional

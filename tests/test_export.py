@@ -297,6 +297,23 @@ def global_policy(name):
         keras.config.set_dtype_policy(previous)
 
 
+def test_to_core_keras_casts_half_precision_weights_and_keeps_quantized_layers():
+    with global_policy("bfloat16"):  # bfloat16 variables, not a mixed policy's float32 ones
+        half = _user_model()
+    copy = to_core_keras(half)
+    assert {v.dtype for v in half.weights} == {"bfloat16"}
+    assert {v.dtype for v in copy.weights} == {"float32"} and copy.output.dtype == "float32"
+    for a, b in zip(half.get_weights(), copy.get_weights(), strict=True):
+        np.testing.assert_array_equal(a.astype("float32"), b)
+    quantized = _user_model()
+    quantized.layers[-1].quantize("int8")
+    copy = to_core_keras(quantized)
+    assert copy.layers[-1].dtype_policy.name == quantized.layers[-1].dtype_policy.name
+    x = np.random.default_rng(0).normal(size=(4, *SHAPE)).astype("float32")
+    np.testing.assert_allclose(copy.predict(x, verbose=0), quantized.predict(x, verbose=0),
+                               atol=1e-5, rtol=0)
+
+
 FAMILIES = {
     "wrn": lambda: keras_at.models.wide_resnet(10, 1, input_shape=SHAPE),
     "nin": lambda: keras_at.models.nin("thin", input_shape=SHAPE),
@@ -343,10 +360,9 @@ def mixed(request, tmp_path_factory):
 
 
 def _close_to_half_precision(actual, logits):
-    # Within 2% of the logits' range (bfloat16: 0.3% measured, float16 0.04%): half-precision
-    # round-off, and the same predicted classes.
-    assert np.abs(actual - logits).max() <= 0.02 * (logits.max() - logits.min())
-    np.testing.assert_array_equal(actual.argmax(-1), logits.argmax(-1))
+    # Half-precision round-off: within 1% of the logits' range (a WRN-10-1 at 3 seeds:
+    # bfloat16 0.13-0.17%, float16 0.02-0.04%).
+    assert np.abs(actual - logits).max() <= 0.01 * (logits.max() - logits.min())
 
 
 def test_mixed_student_trains_with_float32_logits(mixed):
