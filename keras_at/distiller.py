@@ -25,7 +25,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_at import backend, saving
+from keras_at import backend, hub, saving
 from keras_at import features as feat
 from keras_at import gradient_at as grad_at
 from keras_at.attention import check_attention_args
@@ -145,9 +145,12 @@ class Distiller(backend.Trainer, keras.Model):
         # The teacher's `trainable` flag is the user's: the Distiller freezes it by never
         # differentiating its variables and by leaving them out of `trainable_weights`.
         self.student, self.teacher = student, teacher
-        shape = feat.common_input_shape(student, teacher, self._given_input_shape)
-        student_graph = feat.graph_model(student, "student", shape)
-        teacher_graph = feat.graph_model(teacher, "teacher", shape)
+        # A keras-hub task's preprocessor runs in the step, on its network's side (keras_at.hub).
+        student_net = hub.with_preprocessor(student, "student", self._given_input_shape)
+        teacher_net = hub.with_preprocessor(teacher, "teacher", self._given_input_shape)
+        shape = feat.common_input_shape(student_net, teacher_net, self._given_input_shape)
+        student_graph = feat.graph_model(student_net, "student", shape)
+        teacher_graph = feat.graph_model(teacher_net, "teacher", shape)
         # A tuple: fixed (the taps, adapters and saved weights depend on it), and left alone by
         # Keras's attribute tracking.
         self._pairs = tuple(resolve_pairs(pairs, student_graph, teacher_graph))

@@ -13,6 +13,7 @@ import os
 
 import keras
 
+from keras_at import hub
 from keras_at._graph import is_graph_model
 from keras_at._validate import refuse_overwrite
 from keras_at.distiller import Distiller
@@ -33,6 +34,8 @@ def export_student(model_or_distiller, path, overwrite: bool = False) -> keras.M
     with `tf.lite.TFLiteConverter`. Inference outputs equal the student's to float32 round-off.
     The returned model is a copy: training the student further does not change it. Layers of
     other libraries, or your own, stay as they are and need their code where the file loads.
+    A keras-hub task's image converter (`keras_at.hub`) is put in front as core Keras
+    `Resizing` and `Rescaling` layers: the exported model reads raw images, as `task.predict`.
 
     Args:
         model_or_distiller: a `keras_at.Distiller` (its `student` is exported) or a functional
@@ -56,7 +59,8 @@ def export_student(model_or_distiller, path, overwrite: bool = False) -> keras.M
     if not path.endswith(".keras"):
         raise ValueError(f"`path` must end with .keras (Keras's saving format), got {path!r}.")
     refuse_overwrite(path, overwrite)
-    core = to_core_keras(_student_of(model_or_distiller))
+    student = _student_of(model_or_distiller)
+    core = hub.exported_with_preprocessor(student, to_core_keras(student))
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     save_atomically(core.save, path, overwrite)
     return core
