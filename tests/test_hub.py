@@ -2,11 +2,12 @@
 own preprocessor makes, as its `predict` does, or the Distiller refuses it.
 
 Tiny random-weight `ResNetImageClassifier`s built from constructors (no presets, no downloads);
-about 40 s for the file on two shared CPU cores.
+about 25 s of CPU time for the file (80 s wall on two shared, busy cores).
 
-The JAX backend is not tested here: keras-hub requires tensorflow-text, hence TensorFlow, so it
-cannot be installed where tests/jax run (without TensorFlow), and importing it imports
-TensorFlow.
+tests/jax has none of these: keras-hub requires tensorflow-text, hence TensorFlow, so it cannot
+be installed where tests/jax run, without TensorFlow (and importing it imports TensorFlow). This
+file also passes with KERAS_BACKEND=jax where both are installed (the TensorFlow-only test of
+`backend.linear_map` is skipped there).
 """
 
 from __future__ import annotations
@@ -16,7 +17,6 @@ import zipfile
 import keras
 import numpy as np
 import pytest
-import tensorflow as tf
 
 import keras_at
 from keras_at import backend, hub
@@ -70,8 +70,6 @@ def test_teacher_and_student_each_read_their_own_converted_images():
 
     student_logits = student.predict(x, verbose=0)
     teacher_logits = teacher.predict(x, verbose=0)
-    np.testing.assert_allclose(distiller.predict(x, verbose=0), student_logits,
-                               rtol=1e-5, atol=1e-5)
     assert logs["kd_loss"] == pytest.approx(kd(student_logits, teacher_logits), rel=1e-4)
     ignored = teacher(x, training=False)  # the raw pixels, as before the preprocessor ran
     assert kd(student_logits, ignored) != pytest.approx(logs["kd_loss"], rel=1e-2)
@@ -102,7 +100,7 @@ def test_student_task_fits_with_kd_and_predicts_as_its_own_predict():
     x, y = raw_images(16), labels(16)
     distiller = keras_at.Distiller(student, teacher, pairs=[], alpha=0.5)
     distiller.compile(optimizer=keras.optimizers.Adam(1e-3))
-    history = distiller.fit(x, y, batch_size=8, epochs=4, verbose=0).history
+    history = distiller.fit(x, y, batch_size=8, epochs=3, verbose=0).history
     assert history["loss"][-1] < history["loss"][0], history
     assert distiller.student is student and distiller.teacher is teacher
     np.testing.assert_allclose(distiller.predict(x, verbose=0), student.predict(x, verbose=0),
@@ -174,7 +172,10 @@ def test_models_without_a_keras_hub_preprocessor_are_left_as_they_are():
         assert hub.with_preprocessor(model, "student") is model
 
 
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="TensorFlow's resize")
 def test_linear_map_is_differentiable_twice_where_tensorflows_resize_is_not():
+    import tensorflow as tf
+
     # TensorFlow has no gradient for a bilinear resize's gradient ("not differentiable"): J_S
     # through it would lose its dependence on the weights, and gradient AT its effect, silently.
     resize = keras.layers.Resizing(5, 7)
@@ -220,10 +221,9 @@ def test_gradient_at_reaches_a_student_whose_converter_resizes():
 def test_distiller_with_keras_hub_tasks_saves_and_loads_the_tasks(tmp_path):
     teacher = classifier("teacher")
     student = classifier("student", image_size=(12, 12), scale=1 / 127.5, offset=-1.0)
-    x, y = raw_images(), labels()
+    x = raw_images()
     distiller = keras_at.Distiller(student, teacher, pairs=[], alpha=0.5)
     distiller.compile(optimizer="sgd")
-    distiller.fit(x, y, batch_size=4, epochs=1, verbose=0)
 
     config = distiller.get_config()
     assert config["student"]["registered_name"] == "keras_hub>ResNetImageClassifier"
