@@ -25,7 +25,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_at import backend, saving
+from keras_at import backend, hub, saving
 from keras_at import features as feat
 from keras_at import gradient_at as grad_at
 from keras_at.attention import check_attention_args
@@ -64,7 +64,8 @@ class Distiller(backend.Trainer, keras.Model):
 
     Args:
         student: built Keras model returning logits (functional, Sequential,
-            or subclassed returning `{"logits": ..., name: feature_map}`).
+            or subclassed returning `{"logits": ..., name: feature_map}`); a keras-hub task
+            reads the images its preprocessor makes (`keras_at.hub`).
         teacher: built Keras model returning logits, same input shape.
         pairs: `"auto"`, or a list of `(student_layer_name, teacher_layer_name)`;
             `[]` for no activation pairs.
@@ -81,7 +82,8 @@ class Distiller(backend.Trainer, keras.Model):
             teacher's J_T can be computed once instead (`cached_gradient_dataset`).
         symmetry_beta: weight of eq. 6, `0.5 * mean_b ||J_S(x) - flip(J_S(flip x))||²`.
         input_grad_penalty: weight of `0.5 * mean_b ||J_S||²` (Drucker & LeCun).
-        input_shape: `(H, W, C)`, needed only when both networks are subclassed.
+        input_shape: `(H, W, C)`, needed when both networks are subclassed; it also fixes the
+            raw image size of a keras-hub task whose image converter resizes (`keras_at.hub`).
         symmetry_output_beta: weight of the symmetry norm's outputs term,
             `0.5 * mean_b ||s(x) - s(flip x)||²` on the student's logits (§3.2: "l2 losses
             on the obtained attentions and outputs"; eq. 6 is `symmetry_beta`). It shares
@@ -145,9 +147,12 @@ class Distiller(backend.Trainer, keras.Model):
         # The teacher's `trainable` flag is the user's: the Distiller freezes it by never
         # differentiating its variables and by leaving them out of `trainable_weights`.
         self.student, self.teacher = student, teacher
-        shape = feat.common_input_shape(student, teacher, self._given_input_shape)
-        student_graph = feat.graph_model(student, "student", shape)
-        teacher_graph = feat.graph_model(teacher, "teacher", shape)
+        # A keras-hub task's preprocessor runs in the step, on its network's side (keras_at.hub).
+        student_net = hub.with_preprocessor(student, "student", self._given_input_shape)
+        teacher_net = hub.with_preprocessor(teacher, "teacher", self._given_input_shape)
+        shape = feat.common_input_shape(student_net, teacher_net, self._given_input_shape)
+        student_graph = feat.graph_model(student_net, "student", shape)
+        teacher_graph = feat.graph_model(teacher_net, "teacher", shape)
         # A tuple: fixed (the taps, adapters and saved weights depend on it), and left alone by
         # Keras's attribute tracking.
         self._pairs = tuple(resolve_pairs(pairs, student_graph, teacher_graph))

@@ -20,6 +20,7 @@ import warnings
 import keras
 import numpy as np
 
+from keras_at import hub
 from keras_at._graph import is_graph_model
 from keras_at._validate import refuse_overwrite
 from keras_at.distiller import Distiller
@@ -56,8 +57,8 @@ def export_student(
     as they are, and a backbone whose layers do not rebuild from their configs (keras-hub's
     ViT) is rebuilt by its own class; the file then loads only where those classes are
     imported (`import keras_hub` registers keras-hub's), and a `UserWarning` names them. A
-    task's `preprocessor` is not part of its layer graph: the exported model reads
-    preprocessed images, and a warning says so.
+    task's image converter (`keras_at.hub`) is put in front as core Keras `Resizing` and
+    `Rescaling` layers: the exported model reads raw images, as `task.predict` does.
 
     Args:
         model_or_distiller: a `keras_at.Distiller` (its `student` is exported) or a functional
@@ -89,7 +90,8 @@ def export_student(
     refuse_overwrite(path, overwrite)
     student = _student_of(model_or_distiller)
     core = to_core_keras(student, dtype_policy=dtype_policy)
-    _warn_about_what_the_file_needs(student, core, path)
+    _warn_about_what_the_file_needs(core, path)
+    core = hub.exported_with_preprocessor(student, core)
     os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
     save_atomically(core.save, path, overwrite)
     return core
@@ -141,8 +143,8 @@ def _check_dtype_policy(dtype_policy) -> bool:
     return True
 
 
-def _warn_about_what_the_file_needs(student: keras.Model, core: keras.Model, path: str) -> None:
-    """Warns when the file needs classes other than Keras's, or leaves a preprocessor out."""
+def _warn_about_what_the_file_needs(core: keras.Model, path: str) -> None:
+    """Warns when the file needs classes other than Keras's."""
     outside = {}
     for layer in _leaf_layers(core, with_models=True):
         package = type(layer).__module__.split(".")[0]
@@ -153,14 +155,6 @@ def _warn_about_what_the_file_needs(student: keras.Model, core: keras.Model, pat
         warnings.warn(
             f"{path} holds layers whose classes are not Keras's own ({listed}). It loads only "
             f"where they are imported and registered (`import {sorted(outside)[0]}`).",
-            stacklevel=3,
-        )
-    if getattr(student, "preprocessor", None) is not None:
-        warnings.warn(
-            f"The preprocessor of {student.name!r} ({type(student.preprocessor).__name__}) is "
-            f"not part of its layer graph, so {path} does not hold it: the exported model reads "
-            "preprocessed inputs. Apply the preprocessor before `predict`, or save it with "
-            "`preprocessor.save_to_preset(...)`.",
             stacklevel=3,
         )
 

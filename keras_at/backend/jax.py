@@ -51,6 +51,11 @@ def input_gradient(tap, function, x):
     return jacobian, aux
 
 
+def linear_map(function, x):
+    """`function(x)`: JAX differentiates image resizes any number of times as they are."""
+    return function(x)
+
+
 def compiled(function, variables=()):
     """`function` under `jax.jit`, reading `variables`' current values at each call.
 

@@ -35,6 +35,30 @@ def input_gradient(tap, function, x):
     return tape.gradient(value, x), aux
 
 
+def linear_map(function, x):
+    """`function(x)` for a `function` linear in the images `x`, differentiable any number of
+    times.
+
+    TensorFlow registers no gradient for the gradient of a bilinear resize (it is "not
+    differentiable"), so gradient AT through a resize would silently lose its second
+    derivative. A linear map's gradient is its transpose, and the transpose's gradient is the
+    map itself: both are given here as custom gradients.
+    """
+
+    @tf.custom_gradient
+    def apply(x):
+        return function(x), transpose
+
+    @tf.custom_gradient
+    def transpose(upstream):
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch(x)
+            y = function(x)
+        return tape.gradient(y, x, output_gradients=upstream), apply
+
+    return apply(x)
+
+
 def compiled(function, variables=()):
     """`function` as a `tf.function` traced once per input signature; it reads `variables`
     live, as TensorFlow functions do."""
