@@ -137,6 +137,8 @@ def compute_terms(student, teacher, x, y, sample_weight, training, *, loss, acti
     if "symmetry_output_loss" in active:
         if flipped_logits is None:  # eq. 6 off: a forward pass on flip(x), no inner tape
             flipped_logits, _ = forward(student, x, training, flip=True)
+        if len(logits.shape) == 4:  # per-pixel outputs: s(flip x) flipped back to x's pixels
+            flipped_logits = ops.flip(flipped_logits, axis=2)
         per_example["symmetry_output_loss"] = symmetry_output_loss_per_example(
             logits, flipped_logits
         )
