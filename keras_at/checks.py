@@ -58,16 +58,22 @@ def check_class_indices(y, logits_shape, loss):
     """`y`, checked where `loss` reads class indices: one index per output position (shape
     `logits_shape` without its class axis, or with a class axis of 1), each in
     `[0, classes)` or the loss's `ignore_class`, whole if floating point."""
-    indices, ignore_class = task.class_index_labels(loss, tuple(y.shape), tuple(logits_shape))
+    try:
+        shape = tuple(y.shape)
+    except ValueError:  # a TensorFlow tensor of unknown rank: the values are still checked
+        shape = None
+    indices, ignore_class = task.class_index_labels(loss, shape, tuple(logits_shape))
     floating = keras.backend.is_float_dtype(y.dtype)
     if not indices or not (floating or keras.backend.is_int_dtype(y.dtype)):
         return y
-    rank, outputs = len(y.shape), len(logits_shape)
-    if not (rank == outputs - 1 or (rank == outputs and y.shape[-1] in (1, None))):
+    rank, outputs = len(shape) if shape is not None else None, len(logits_shape)
+    if rank is not None and not (
+        rank == outputs - 1 or (rank == outputs and shape[-1] in (1, None))
+    ):
         raise ValueError(
             f"The task loss {loss.name!r} reads one class index per output position: labels of "
             f"shape {_shape(logits_shape[:-1])} or {_shape((*logits_shape[:-1], 1))} for "
-            f"outputs of shape {_shape(logits_shape)}; got labels of shape {_shape(y.shape)}. "
+            f"outputs of shape {_shape(logits_shape)}; got labels of shape {_shape(shape)}. "
             "One-hot or soft labels go with CategoricalCrossentropy."
         )
     return backend.check_labels(y, logits_shape[-1], whole=floating, ignore_class=ignore_class)

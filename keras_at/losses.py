@@ -45,11 +45,16 @@ def _same_batch(student, teacher, name: str):
 def task_loss(loss, y, logits, sample_weight=None):
     """The compiled task loss `loss(y, logits, sample_weight)` as a per-replica mean.
 
+    Per-example weights `(B,)` weigh every position of per-position outputs `(B, H, W, K)`.
+
     Keras losses divide by the replica count under `tf.distribute`; the Distiller's terms are
     per-replica means, divided by the replica count once, for the total.
     """
     if loss is None:
         raise ValueError("Call `distiller.compile(...)` before training or evaluating.")
+    if sample_weight is not None and len(sample_weight.shape) == 1 and len(logits.shape) > 2:
+        # One weight per example, for a loss of one value per output position, (B, H, W).
+        sample_weight = ops.reshape(sample_weight, (-1,) + (1,) * (len(logits.shape) - 2))
     value = loss(y, ops.cast(logits, "float32"), sample_weight)
     replicas = backend.replicas()
     return value if replicas == 1 else value * replicas

@@ -100,8 +100,8 @@ def get(loss) -> keras.losses.Loss:
 
 
 def class_index_labels(loss, label_shape, logits_shape) -> tuple[bool, int | None]:
-    """`(whether loss reads class indices, its ignore_class)` for labels of `label_shape` and
-    outputs of `logits_shape`.
+    """`(whether loss reads class indices, its ignore_class)` for labels of `label_shape` (None:
+    unknown rank) and outputs of `logits_shape`.
 
     Recognised: `keras.losses.SparseCategoricalCrossentropy` (subclasses too), and
     `keras.losses.sparse_categorical_crossentropy` as a name, a function or a
@@ -114,8 +114,7 @@ def class_index_labels(loss, label_shape, logits_shape) -> tuple[bool, int | Non
         return False, None
     fn, keywords = _unwrap(loss.fn)
     if fn is _crossentropy:
-        sparse = _picks_sparse(label_shape, logits_shape)
-        return sparse, None
+        return label_shape is not None and _picks_sparse(label_shape, logits_shape), None
     if fn is keras.losses.sparse_categorical_crossentropy:
         return True, keywords.get("ignore_class")
     return False, None

@@ -82,7 +82,8 @@ def _assert_none(bad, y, message):
     """
 
     def fail():
-        offending, _ = tf.unique(tf.reshape(tf.boolean_mask(y, bad), [-1]))
+        # Flat first: a retraced step may know neither tensor's rank.
+        offending, _ = tf.unique(tf.boolean_mask(tf.reshape(y, [-1]), tf.reshape(bad, [-1])))
         check = tf.debugging.Assert(False, [message, offending], summarize=20)
         with tf.control_dependencies([check]):
             return tf.constant(False)
