@@ -87,6 +87,11 @@ def get(loss) -> keras.losses.Loss:
             f"{type(loss).__name__} of losses ({loss!r}). Give a single loss: a name, a "
             "function or a keras.losses.Loss."
         )
+    if inspect.isclass(loss):
+        raise ValueError(
+            f"Distiller.compile: `loss` is the class {loss.__name__}; give an instance, e.g. "
+            f"{loss.__name__}(), or a loss name."
+        )
     if isinstance(loss, str) and loss.lower() not in _CROSSENTROPY:
         loss = keras.losses.get(loss)  # a function, or a Loss for a class name
     if isinstance(loss, keras.losses.Loss):

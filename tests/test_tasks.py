@@ -118,6 +118,7 @@ def test_a_distiller_compiled_with_a_name_or_function_saves_and_loads(tmp_path, 
     [({"loss": ["mse", "mae"]}, "one task loss.*list"),
      ({"loss": {"head": "mse"}}, "one task loss.*dict"),
      ({"loss": 3}, "loss name, a function"),
+     ({"loss": SCCE}, r"class SparseCategoricalCrossentropy; give an instance"),
      ({"loss": "no_such_loss"}, "no_such_loss"),
      ({"loss": "mse", "loss_weights": [0.5]}, "loss_weights")],
 )
