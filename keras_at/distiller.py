@@ -25,12 +25,12 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_at import backend, hub, saving
+from keras_at import backend, hub, saving, task
 from keras_at import features as feat
 from keras_at import gradient_at as grad_at
 from keras_at.attention import check_attention_args
 from keras_at.checks import check_batch, per_example_weights, refuse_empty
-from keras_at.losses import compared_maps
+from keras_at.losses import check_kd_shapes, compared_maps
 from keras_at.pairs import pair_name, resolve_pairs
 from keras_at.terms import compute_terms, hint_adapters, regularization, switch_on, total_loss
 from keras_at.weights import (
@@ -181,10 +181,11 @@ class Distiller(backend.Trainer, keras.Model):
 
     # === Construction helpers ===
     def _check_kd_classes(self, alpha):
-        feat.check_class_counts(
-            self._taps.student.outputs[0].shape[-1], self._taps.teacher.outputs[0].shape[-1],
-            alpha,
-        )
+        """KD compares softmax distributions over the last axis of the two networks' outputs:
+        refused where it would mean nothing (`keras_at.losses.check_kd_shapes`)."""
+        if alpha:
+            check_kd_shapes(self._taps.student.outputs[0].shape,
+                            self._taps.teacher.outputs[0].shape, f"KD (alpha={alpha})")
 
     def _retrace(self):
         """Traces the compiled steps again at their next call (a value they read changed)."""
@@ -239,14 +240,25 @@ class Distiller(backend.Trainer, keras.Model):
 
     # === Keras API ===
     def compile(self, optimizer="rmsprop", loss=None, metrics=None, **kwargs):
-        """As `keras.Model.compile`; `loss` is the student's task loss (default: sparse CE)."""
-        if loss is None:
-            loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-        fn = keras.losses.get(loss) if isinstance(loss, str) else loss
-        if not isinstance(fn, keras.losses.Loss):
-            fn = keras.losses.LossFunctionWrapper(fn)
-        self._task_loss_fn = fn
-        super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
+        """As `keras.Model.compile`; `loss` is the student's task loss (`keras_at.task.get`).
+
+        Anything `keras.Model.compile` takes for one output: a name (Keras's meaning:
+        `"sparse_categorical_crossentropy"` is `from_logits=False`), a function
+        `(y_true, y_pred)` or a `keras.losses.Loss`; None is
+        `SparseCategoricalCrossentropy(from_logits=True)`. Labels are checked only for a loss
+        that reads class indices (`keras_at.checks.check_class_indices`).
+        """
+        if kwargs.get("loss_weights") is not None:
+            raise ValueError(
+                "Distiller.compile: `loss_weights` is not read; the task loss is weighted by "
+                "`1 - alpha` (KD) and each transfer term by its own weight (`beta`, ...)."
+            )
+        self._task_loss_fn = task.get(loss)
+        task.warn_if_probability_loss_on_logits(
+            self._task_loss_fn, self._taps.student.outputs[0], self.student.name
+        )
+        super().compile(optimizer=optimizer, loss=loss if loss is not None else
+                        self._task_loss_fn, metrics=metrics, **kwargs)
 
     def call(self, inputs, training=None):
         if isinstance(inputs, (list, tuple)) and len(inputs) == 2:
@@ -303,7 +315,7 @@ class Distiller(backend.Trainer, keras.Model):
         """`(images, labels, sample_weight, cached J_T or None)` of a batch, checked."""
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         x, cached = grad_at.split_teacher_gradients(x, "grad_at_loss" in self._active)
-        y = check_batch(x, y, self._taps.student, self.student.name)
+        y = check_batch(x, y, self._taps.student, self.student.name, self._task_loss_fn)
         return x, y, sample_weight, cached
 
     # === Inspection ===
