@@ -306,6 +306,48 @@ def test_gradient_at_trains_grad_at_on_cached_teacher_gradients_of_images_and_fl
 
 
 @needs_fashion_mnist
+def test_gradient_at_teachers_learn_by_table1s_recipe_by_default(table3_run):
+    """Both teachers: lr 0.1 and coupled weight decay 5e-4 (with BN); the students: lr 0.01 and
+    none, as --teacher-recipe table1 and the students' flags say."""
+    import keras_at.models  # noqa: F401, registers keras_at's BatchNorm for loading
+
+    out, stdout, results = table3_run
+    h = history(out)
+    assert h["teacher"][0]["lr"] == pytest.approx(0.1)
+    assert h["at_teacher"][0]["lr"] == pytest.approx(0.1)
+    assert h["grad_at"][0]["lr"] == pytest.approx(0.01)
+    assert results["teacher_recipe"] == ("Table 1's recipe: lr 0.1, weight decay 0.0005, "
+                                         "pad 4 + random crop + flip")
+    for name in ("teacher", "at_teacher"):
+        teacher = keras.saving.load_model(out / f"{name}.keras")
+        assert teacher.get_layer("group0_conv0").kernel_regularizer.l2 == pytest.approx(2.5e-4)
+        assert any(isinstance(layer, keras.layers.BatchNormalization) for layer in teacher.layers)
+    student = keras.saving.load_model(out / "grad_at.keras")
+    assert student.get_layer("group0_conv0").kernel_regularizer is None
+    with open(out / "results.md") as f:
+        assert ("Teachers trained here: Table 1's recipe: lr 0.1, weight decay 0.0005, pad 4 + "
+                "random crop + flip.") in f.read()
+
+
+def test_gradient_at_trains_a_bn_free_teacher_by_the_students_recipe(tmp_path):
+    """--no-teacher-batch-norm --teacher-recipe table3: NIN-wide without BN, lr 0.01, no decay."""
+    import keras_at.models  # noqa: F401
+
+    out = tmp_path / "teacher"
+    result = ok(script("gradient_at.py", "--dataset", "digits", "--limit", "64", "--test-limit",
+                       "64", "--batch-size", "32", "--epochs", "1", "--lr-epochs", "",
+                       "--methods", "kd", "--teacher-only", "--no-teacher-batch-norm",
+                       "--teacher-recipe", "table3", "--out", out))
+    assert "Training the teacher nin-wide-nobn" in result.stdout
+    assert history(out)["teacher"][0]["lr"] == pytest.approx(0.01)
+    teacher = keras.saving.load_model(out / "teacher.keras")
+    assert not any(isinstance(layer, keras.layers.BatchNormalization)
+                   for layer in teacher.layers)
+    assert teacher.get_layer("group0_conv0").kernel_regularizer is None
+    assert not (out / "at_teacher.keras").exists()  # kd alone needs no at row teacher
+
+
+@needs_fashion_mnist
 def test_gradient_at_at_row_pairs_convolution_outputs_with_its_own_teacher(table3_run):
     out, stdout, results = table3_run
     # §4.1.3: a teacher with BN and no ReLU before pooling, trained separately.
@@ -349,6 +391,21 @@ def test_gradient_at_states_table3s_unpublished_settings_as_choices():
     assert epilog.startswith("Not given by the paper for Table 3, our choices: 200 epochs")
     assert "60,120,160" in epilog and "temperature 4" in epilog
     assert gradient_at.method_weights("symmetry", args) == {"symmetry_beta": 10.0}
+    # The teachers: Table 1's NIN-wide with BN, by Table 1's recipe, which is cifar.py's.
+    assert args.teacher_recipe == "table1" and args.teacher_batch_norm
+    assert "Table 1's (--teacher-recipe)" in epilog
+    table1 = example("cifar").parser().parse_args([])
+    info = gradient_at.data.info("digits")
+    flips = gradient_at.data.Augmentation(pad=0, flip=False)
+    flags, augmentation, _ = gradient_at.teacher_recipe(args, info.augmentation, flips)
+    assert (flags.lr, flags.weight_decay) == (table1.lr, table1.weight_decay) == (0.1, 5e-4)
+    assert augmentation is info.augmentation and (args.lr, args.weight_decay) == (0.01, 0.0)
+    own = gradient_at.parser().parse_args(["--teacher-recipe", "table3",
+                                           "--no-teacher-batch-norm"])
+    assert gradient_at.teacher_recipe(own, info.augmentation, flips)[:2] == (own, flips)
+    assert not own.teacher_batch_norm
+    with pytest.raises(SystemExit):
+        gradient_at.parser().parse_args(["--teacher-recipe", "table2"])
 
 
 # === reproduce.py ===
