@@ -175,8 +175,8 @@ def parser() -> argparse.ArgumentParser:
                    help="at: weight of the sum of at_loss over the three convolution outputs "
                    "(paper: 1e3)")
     p.epilog = ("Not given by the paper for Table 3, our choices: 200 epochs, lr 0.01 x0.2 at "
-                "epochs 60,120,160, batch 128, momentum 0.9, KD temperature 4; the teachers' recipe, "
-                "Table 1's (--teacher-recipe).")
+                "epochs 60,120,160, batch 128, momentum 0.9, KD temperature 4; the teachers' "
+                "recipe, Table 1's (--teacher-recipe).")
     return p
 
 
