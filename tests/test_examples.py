@@ -610,6 +610,13 @@ def test_finetune_recipe_freezes_stem_group0_and_bn_and_pairs_the_last_two_group
     assert {"conv1_conv", "conv1_bn", "v2_stack_0_block1_1_conv"} <= frozen  # stem and group0
     assert {"v2_stack_1_block1_1_conv", "v2_stack_3_block2_2_conv", "logits"} <= trainable
     assert not any(name.endswith("_bn") for name in trainable)  # every BN fixed
+    # Table 4's KD row: KD alone (alpha 0.9, T 4), never decayed, with the AT row's recipe.
+    training = example("_training")
+    kd = finetune.parser().parse_args(["data", "--beta", "0", "--alpha", "0.9"])
+    assert (kd.beta, kd.alpha, kd.temperature) == (0.0, 0.9, 4.0) and training.transfers(kd)
+    assert training.transfer_schedules(kd) == []
+    assert {k: v for k, v in vars(kd).items() if k not in ("beta", "alpha")} == {
+        k: v for k, v in vars(args).items() if k not in ("beta", "alpha")}
 
 
 def test_finetune_reads_cub_with_box_crops_and_central_evaluation_crop(tmp_path):
