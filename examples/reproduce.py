@@ -1,4 +1,4 @@
-"""Table 1 as a multi-seed grid: a student alone, with AT, F-ActT, KD and AT+KD from one teacher.
+"""Tables 1, 2 and §4.1.1 over seeds: a student alone, with AT, F-ActT, KD and AT+KD from a teacher.
 
 The teacher is trained once (or once per seed: --teacher-seeds); then, for every seed, the
 student is trained five times with the same initialisation and data order, each run a call of
@@ -20,7 +20,7 @@ column; by default one teacher teaches every seed and the column is that one run
     python examples/reproduce.py             # Table 1's WRN-16-1 <- WRN-16-2 row, a GPU
     python examples/reproduce.py --arch nin  # its NIN-thin <- NIN-wide row
     python examples/reproduce.py --methods student,AT --attention max --p 1  # a Table 2 row
-    python examples/reproduce.py --methods AT --pairs group1   # §4.1.1: one loss, in group1
+    python examples/reproduce.py --methods AT --pairs group1   # §4.1.1: the paper's group2 alone
 
 Each method is cifar.py's recipe (the authors' SGD schedule, momentum zeroed at each drop):
 AT is beta 1e3; F-ActT is hint_beta 1e3 (the paper gives no value: ours) on the same group
