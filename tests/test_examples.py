@@ -481,7 +481,8 @@ def test_reproduce_writes_table_json_and_plot_for_the_nin_row(tmp_path):
     assert list(lines["AT test"].get_xdata()) == [1, 2]
 
 
-def test_reproduce_passes_table2_and_section_411_variants_and_gives_their_paper_numbers():
+def test_reproduce_passes_table2_and_section_411_variants_and_gives_their_paper_numbers(
+        monkeypatch):
     reproduce, cifar = example("reproduce"), example("cifar")
     args = reproduce.parser().parse_args(["--attention", "max", "--p", "1", "--pairs", "group1",
                                           "--seeds", "3", "--teacher-seeds", "2"])
@@ -504,6 +505,29 @@ def test_reproduce_passes_table2_and_section_411_variants_and_gives_their_paper_
             reproduce.settle(reproduce.parser().parse_args(bad))
     with pytest.raises(SystemExit):
         reproduce.parser().parse_args(["--pairs", "group1,:group2"])
+
+    # One job: each teacher is trained before the students that learn from it.
+    calls = []
+
+    def record(flags):
+        calls.append(flags)
+        return {"test_error": 0.1, "student": [], "teacher": []}
+
+    monkeypatch.setattr(reproduce, "run", record)
+    args = reproduce.parser().parse_args(["--seeds", "3", "--teacher-seeds", "2", "--jobs", "1",
+                                          "--methods", "student,AT"])
+    teachers, histories = reproduce.grid(reproduce.settle(args), args, "runs/z")
+    assert sorted(teachers) == [0, 1] and sorted(histories) == [
+        (seed, method) for seed in range(3) for method in ("AT", "student")]
+    outs = [flags[flags.index("--out") + 1] for flags in calls]
+    assert outs[:2] == ["runs/z/teacher-seed0", "runs/z/teacher-seed1"]
+    teacher_of = {}
+    for position, flags in enumerate(calls):
+        if "--teacher" in flags:
+            teacher = os.path.dirname(flags[flags.index("--teacher") + 1])
+            assert outs.index(teacher) < position
+            teacher_of[outs[position]] = teacher
+    assert teacher_of["runs/z/AT-seed2"] == "runs/z/teacher-seed0"  # seed 2 mod 2 teachers
 
     def paper(attention, p, pairs, pair=("WRN-16-1", "WRN-16-2")):
         return reproduce.paper_column(*pair, attention, p, pairs)
