@@ -1,10 +1,10 @@
 """Table 3: gradient-based attention transfer and its relatives on a thin NIN without BN.
 
 The paper's setting (§4.1.3): the student is a thin Network-in-Network (0.2M parameters)
-without batch normalization and without ReLU before its pooling layers; the teacher "a wide NIN
-of 1M parameters"; horizontal flips are the only augmentation; no weight decay; one run with a fixed
-seed and deterministic ops. From the same initialisation and on the same batches, the student
-is trained six ways:
+without batch normalization and without ReLU before its pooling layers, trained with horizontal
+flips as its only augmentation and no weight decay; the teacher "a wide NIN of 1M parameters";
+one run with a fixed seed and deterministic ops. From the same initialisation and on the same
+batches, the student is trained six ways:
 
     baseline   the task loss alone
     min_l2     + input_grad_penalty * 0.5 ||J_S||²            (Drucker & LeCun double backprop)
