@@ -103,6 +103,24 @@ def test_a_distiller_is_not_saved_as_legacy_h5(tmp_path, tiny_pair):
     assert os.listdir(tmp_path) == []
 
 
+def test_backup_killed_between_its_weights_and_metadata_resumes_bit_exact(tmp_path, straight):
+    # Killed once the 3rd backup's weights (after batch 0 of epoch 2) are in place, before its
+    # training_metadata.json: the file beside them still says batch 1 of epoch 1. The position
+    # inside the weights file is the one resumed from.
+    _, full, full_weights = straight
+    backup = tmp_path / "backup"
+    proc, _ = worker(tmp_path, "killed", backup, "--save-freq", 3, "--kill-before-metadata", 3)
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    assert json.loads((backup / "training_metadata.json").read_text()) == {"epoch": 1, "batch": 1}
+    proc, out = worker(tmp_path, "resumed", backup, "--save-freq", 3)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    epochs, rest, weights = results(out)
+    assert epochs == [2, 3]
+    assert rest["loss"][1] == full["loss"][3]
+    for key in full_weights.files:
+        np.testing.assert_array_equal(full_weights[key], weights[key])
+
+
 def test_whole_distiller_saves_and_loads_with_safe_mode(tmp_path, tiny_data):
     x, y = tiny_data
     distiller = compiled(keras_at.Distiller(tiny_net(4, "s"), tiny_net(8, "t"), alpha=0.5,
