@@ -407,7 +407,8 @@ class Distiller(backend.Trainer, keras.Model):
     # === Saving ===
     def save(self, filepath, overwrite: bool = False, **kwargs):
         """As `keras.Model.save`, but atomic (a temporary file renamed over the target), and an
-        existing file is kept unless `overwrite=True`."""
+        existing file is kept unless `overwrite=True`; `.keras` only (not legacy `.h5`)."""
+        saving.refuse_legacy_h5(filepath)
         saving.save_atomically(super().save, filepath, overwrite, **kwargs)
 
     def save_weights(self, filepath, overwrite: bool = False, **kwargs):
@@ -415,8 +416,13 @@ class Distiller(backend.Trainer, keras.Model):
         saving.save_atomically(super().save_weights, filepath, overwrite, **kwargs)
 
     def load_weights(self, filepath, *args, **kwargs):
-        """As `keras.Model.load_weights`; a term the loaded weights switch on is computed."""
-        super().load_weights(filepath, *args, **kwargs)
+        """As `keras.Model.load_weights`; a term the loaded weights switch on is computed, and
+        networks of other shapes than the saved ones are named by their first such layer."""
+        try:
+            super().load_weights(filepath, *args, **kwargs)
+        except ValueError as error:
+            saving.explain_load_failure(self, filepath, error)
+            raise
         for name in WEIGHTS:
             if TERMS[name] not in self._active and getattr(self, name) != 0:
                 self._set_loss_weight(name, getattr(self, name))
