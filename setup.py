@@ -69,6 +69,10 @@ setup(
         "hub": ["keras-hub>=0.32"],
         # build and uv: `make smoke` builds the wheel and sdist, uv installs it in a fresh venv.
         # jax[cpu]: tests/test_backends.py compares a step on JAX with TensorFlow's.
-        "test": ["pytest", "ruff", "keras-hub>=0.32", "build", "uv", "jax[cpu]"],
+        # ai-edge-litert: LiteRT's interpreter, which replaces tf.lite.Interpreter (deprecated
+        # in TensorFlow 2.21), runs the exported TFLite files in tests/test_export.py; it has
+        # no Windows wheel, where the tests run TensorFlow's interpreter instead.
+        "test": ["pytest", "ruff", "keras-hub>=0.32", "build", "uv", "jax[cpu]",
+                 "ai-edge-litert>=2.3; platform_system != 'Windows'"],
     },
 )

@@ -1,17 +1,17 @@
 #!/usr/bin/env bash
-# The JAX throughput benchmark on the lent GPU machine: JAX with CUDA, no TensorFlow, no Keras,
-# nothing to download. Run from the repository root with the wheels of benchmarks/gpu_wheels.sh
-# carried along; with the device tool:
+# The JAX throughput benchmark on a GPU machine that has JAX with CUDA but neither TensorFlow nor
+# Keras, and no internet. Where the package registry is reachable, build the wheels first, copy
+# the repository with .gpu-wheels/ to the GPU machine, and run the script from its root:
 #
-#     bash benchmarks/gpu_wheels.sh        # here, once: .gpu-wheels/ (27 MB)
-#     run(command="bash benchmarks/gpu.sh", carry=[".gpu-wheels"], timeout_s=540)
+#     bash benchmarks/gpu_wheels.sh            # once, online: .gpu-wheels/ (27 MB)
+#     bash benchmarks/gpu.sh [--out DIR]       # on the GPU machine
 #
 # It prints nvidia-smi and jax.devices(), installs the wheels into .gpu-site/ (pip --target
-# --no-deps: no virtual environment, the image's jax, numpy and ml_dtypes untouched), then runs
+# --no-deps: no virtual environment, the machine's jax, numpy and ml_dtypes untouched), then runs
 # `throughput.py --backend jax` at batch 128 and at batch 256 (every step XLA-compiled, JAX's
-# default) and writes both tables to throughput_gpu.md in $OUT (the device tool's output folder)
-# or, without $OUT, in docs/. Each run is bounded (rounds by --time-limit, the whole process,
-# compilation included, by `timeout`) so that the script ends within 8 minutes.
+# default) and writes both tables to throughput_gpu.md in DIR (default: docs/). Each run is
+# bounded (rounds by --time-limit, the whole process, compilation included, by `timeout`) so
+# that the script ends within 8 minutes.
 #
 # KERAS_AT_GPU_TINY=1 runs tiny settings instead (one batch of 8 16x16 images, 2 rounds), to
 # test the script end to end on a CPU with a CPU jax.
@@ -21,7 +21,14 @@ START=$SECONDS
 PY=${PYTHON:-python3}
 WHEELS=${WHEELS:-.gpu-wheels}
 SITE=$PWD/.gpu-site
-DEST=${OUT:-docs}
+DEST=docs
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --out) DEST=${2:?--out needs a folder}; shift 2 ;;
+        --out=*) DEST=${1#--out=}; shift ;;
+        *) echo "usage: bash benchmarks/gpu.sh [--out DIR]" >&2; exit 2 ;;
+    esac
+done
 if [ "${KERAS_AT_GPU_TINY:-0}" = 1 ]; then
     BATCHES=(8); SIZE=16; ROUNDS=2; STEPS=1; LIMIT=5; BUDGET=170
 else

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
-# The wheels benchmarks/gpu.sh installs on the lent GPU machine, into .gpu-wheels/ (git-ignored;
-# the device tool carries it: carry=[".gpu-wheels"], 64 MiB at most).
+# The wheels benchmarks/gpu.sh installs on an offline GPU machine, downloaded here into
+# .gpu-wheels/ (git-ignored; copy it along with the repository).
 #
-# That machine has JAX with CUDA (and so numpy, ml_dtypes, scipy, opt_einsum, JAX's own
+# That machine is expected to have JAX with CUDA (and so numpy, ml_dtypes, scipy, opt_einsum, JAX's own
 # dependencies) but neither TensorFlow nor Keras, and downloads nothing. keras-at on JAX needs
 # Keras and Keras's other dependencies, all imported by `import keras` or the benchmark: absl-py,
 # namex, packaging, rich (with markdown-it-py, mdurl, pygments), optree (with

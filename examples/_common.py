@@ -112,15 +112,18 @@ def add_training_args(parser: argparse.ArgumentParser, **defaults) -> None:
                    help="delete an existing --out and start again")
 
 
-def add_teacher_args(parser: argparse.ArgumentParser) -> None:
+def add_teacher_args(parser: argparse.ArgumentParser,
+                     teacher_files: str = ".keras file") -> argparse._ArgumentGroup:
+    """The teacher's flags, in a group that a script adds its own teacher flags to."""
     g = parser.add_argument_group("teacher")
     g.add_argument("--teacher", default=None,
-                   help="a trained teacher .keras file; without it, the teacher is trained first "
-                   "into the run directory")
+                   help=f"a trained teacher {teacher_files}; without it, the teacher is trained "
+                   "first into the run directory")
     g.add_argument("--teacher-epochs", type=int, default=None,
                    help="epochs of the teacher trained here (default: --epochs)")
     g.add_argument("--teacher-only", action="store_true",
                    help="train the teacher into --out and stop (then pass it as --teacher)")
+    return g
 
 
 def add_transfer_args(parser: argparse.ArgumentParser, beta: float = 1e3,

@@ -285,7 +285,7 @@ def _gate(start: int, value: float, decay: BetaScheduler | None):
 # === The experiment: a teacher (given, or trained first), then the student ===
 
 
-def run(args, script: str, load_data, make_teacher, make_student) -> dict:
+def run(args, script: str, load_data, make_teacher, make_student, load_teacher=None) -> dict:
     """Runs one experiment into its run directory; returns its history.json contents.
 
     Args:
@@ -295,6 +295,7 @@ def run(args, script: str, load_data, make_teacher, make_student) -> dict:
         load_data: `() -> (train, test)` datasets.
         make_teacher, make_student: `() -> keras.Model`, a fresh network to train (with any
             pretrained weights and frozen layers already set).
+        load_teacher: `(path) -> keras.Model` reading `--teacher`; None: a .keras file.
     """
     run_dir = _common.prepare_run_dir(args, script)
     history_path = os.path.join(run_dir, "history.json")
@@ -308,7 +309,8 @@ def run(args, script: str, load_data, make_teacher, make_student) -> dict:
 
     teacher = None
     if transfers(args) or args.teacher_only:
-        teacher = load_or_train_teacher(args, run_dir, train, test, make_teacher)
+        teacher = load_or_train_teacher(args, run_dir, train, test, make_teacher,
+                                        load=load_teacher)
     if args.teacher_only:
         return _finish(run_dir, "teacher", teacher, start)
     keras.utils.set_random_seed(args.seed)
@@ -332,12 +334,13 @@ def run(args, script: str, load_data, make_teacher, make_student) -> dict:
 
 
 def load_or_train_teacher(args, run_dir, train, test, make_teacher, phase: str = "teacher",
-                          given: str | None = None) -> keras.Model:
-    """A teacher: the file `given` (for `phase="teacher"`: `--teacher`), the run's finished
-    `<phase>.keras`, or trained here as the phase `phase` (a script with a second teacher)."""
+                          given: str | None = None, load=None) -> keras.Model:
+    """A teacher: the file `given` (for `phase="teacher"`: `--teacher`) read by `load` (default:
+    a .keras file), the run's finished `<phase>.keras`, or trained here as the phase `phase` (a
+    script with a second teacher)."""
     given = args.teacher if phase == "teacher" else given
     if given:
-        return keras.saving.load_model(given)
+        return (load or keras.saving.load_model)(given)
     path = os.path.join(run_dir, f"{phase}.keras")
     if os.path.isfile(path):  # a resumed run whose teacher had finished
         return keras.saving.load_model(path)

@@ -1,15 +1,26 @@
-"""Table 1 as a multi-seed grid: a student alone, with AT, F-ActT, KD and AT+KD from one teacher.
+"""Tables 1, 2 and §4.1.1 over seeds: a student alone, with AT, F-ActT, KD and AT+KD from a teacher.
 
-The teacher is trained once; then, for every seed, the student is trained five times with the
-same initialisation and data order, each run a call of examples/cifar.py. The run directory
-gets results.md (median and spread of the final test error per method, the paper's Table 1 row
-beside them when the pair is one of its rows), results.json (every run, every epoch) and
-results.png (test error per epoch for each method: median line, min-max band), plus one
-cifar.py run directory per run.
+The teacher is trained once (or once per seed: --teacher-seeds); then, for every seed, the
+student is trained five times with the same initialisation and data order, each run a call of
+examples/cifar.py. The run directory gets results.md (median and spread of the final test error
+per method, the paper's numbers beside them when the pair and variant are among its runs),
+results.json (every run, every epoch) and results.png (per epoch and method, as the paper's
+Fig. 7(b): the median test error, solid, with its min-max band, and the median training error,
+dashed), plus one cifar.py run directory per run.
+
+Table 2 and §4.1.1 are the AT column of the WRN-16-1 <- WRN-16-2 row with another attention
+map (--attention, --p: F_sum^p = sum, F_max^p = max; the paper's rows are F_sum, F_sum^2,
+F_sum^4 and F_max^1) or one pair (--pairs: the paper's group1, group2, group3 are group0,
+group1, group2 here), each the median of 5 runs; results.md then gives the paper's number for
+that run beside AT. --teacher-seeds 5 trains five teachers, the students of seed s learning from
+teacher s, so that the teacher column is a median of 5 as Table 1's caption says of every
+column; by default one teacher teaches every seed and the column is that one run.
 
     python examples/reproduce.py --quick     # `make demo`: Fashion-MNIST subset, 2 CPU cores
     python examples/reproduce.py             # Table 1's WRN-16-1 <- WRN-16-2 row, a GPU
     python examples/reproduce.py --arch nin  # its NIN-thin <- NIN-wide row
+    python examples/reproduce.py --methods student,AT --attention max --p 1  # a Table 2 row
+    python examples/reproduce.py --methods AT --pairs group1   # §4.1.1: the paper's group2 alone
 
 Each method is cifar.py's recipe (the authors' SGD schedule, momentum zeroed at each drop):
 AT is beta 1e3; F-ActT is hint_beta 1e3 (the paper gives no value: ours) on the same group
@@ -33,7 +44,7 @@ import multiprocessing
 import os
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
@@ -41,20 +52,10 @@ import _common  # noqa: E402
 import cifar  # noqa: E402
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
+from _report import PAPER, markdown, paper_column, plot, summarise  # noqa: E402
 
 from keras_at import data  # noqa: E402
 
-# Table 1 of the paper (CIFAR-10 test error, median of 5 runs): (student, teacher) -> column.
-PAPER = {
-    ("NIN-thin", "NIN-wide"): {"student": 9.38, "AT": 8.93, "F-ActT": 9.05, "KD": 8.55,
-                               "AT+KD": 8.33, "teacher": 7.28},
-    ("WRN-16-1", "WRN-16-2"): {"student": 8.77, "AT": 7.93, "F-ActT": 8.51, "KD": 7.41,
-                               "AT+KD": 7.51, "teacher": 6.31},
-    ("WRN-16-1", "WRN-40-1"): {"student": 8.77, "AT": 8.25, "F-ActT": 8.62, "KD": 8.39,
-                               "AT+KD": 8.01, "teacher": 6.58},
-    ("WRN-16-2", "WRN-40-2"): {"student": 6.31, "AT": 5.85, "F-ActT": 6.24, "KD": 6.08,
-                               "AT+KD": 5.71, "teacher": 5.23},
-}
 # cifar.py flags of each method; AT+KD's beta and F-ActT's hint_beta decay at the learning-rate
 # drops (cifar.py's default, our schedule: the paper gives none).
 METHODS = {
@@ -74,12 +75,12 @@ FASHION_MISSING = (
 FULL = {
     "dataset": "cifar10", "limit": None, "test_limit": None, "epochs": 200,
     "teacher_epochs": 200, "lr_epochs": "60,120,160", "batch_size": 128, "seeds": 5,
-    "test_every": 1, "jobs": 1,
+    "test_every": 1, "jobs": 1, "teacher_seeds": 1,
 }
 QUICK = {
     "dataset": "fashion_mnist", "limit": 500, "test_limit": 2000, "epochs": 20,
     "teacher_epochs": 60, "lr_epochs": "11,16", "batch_size": 32, "seeds": 3, "test_every": 5,
-    "jobs": 2,
+    "jobs": 2, "teacher_seeds": 1,
 }
 
 
@@ -90,6 +91,11 @@ def parser() -> argparse.ArgumentParser:
                    help=f"the CPU budget: {', '.join(f'{k}={v}' for k, v in QUICK.items())}")
     p.add_argument("--dataset", choices=("cifar10", "cifar100", "fashion_mnist", "digits"))
     p.add_argument("--seeds", type=int, help="runs per method, seeds 0..N-1")
+    p.add_argument("--teacher-seeds", type=int,
+                   help="teachers trained, seeds 0..N-1 (at most --seeds); the students of seed s "
+                   "learn from teacher s mod N, so N = --seeds gives each seed its own teacher "
+                   "and the teacher column the median of N runs, as Table 1's caption says; "
+                   "default 1: one teacher for every seed, and the teacher column one run")
     p.add_argument("--methods", type=lambda t: t.split(","), default=list(METHODS),
                    help=f"comma-separated subset of {','.join(METHODS)}")
     p.add_argument("--epochs", type=int, help="student epochs")
@@ -111,11 +117,26 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--width", type=int, default=1)
     p.add_argument("--teacher-depth", type=int, default=16)
     p.add_argument("--teacher-width", type=int, default=2)
+    g = p.add_argument_group("the attention transfer of AT and AT+KD (Table 2, §4.1.1)")
+    g.add_argument("--attention", default="sum", choices=("sum", "mean", "max"),
+                   help="reduction over channels of the attention map |A|^p (Table 2: sum, max)")
+    g.add_argument("--p", type=float, default=2.0, help="exponent p of the attention map "
+                   "(Table 2: F_sum = sum 1, F_sum^2, F_sum^4, F_max^1 = max 1)")
+    g.add_argument("--pairs", type=pairs_text, default="auto",
+                   help="'auto' (every group) or the layers to pair, e.g. group1 (§4.1.1, whose "
+                   "group1, group2, group3 are group0, group1, group2 here); F-ActT pairs them "
+                   "too")
     p.add_argument("--verbose", type=int, default=0, choices=(0, 1, 2))
     p.add_argument("--out", help="run directory (default: a new runs/reproduce-<time> folder)")
     p.add_argument("--resume", action="store_true", help="finish an interrupted grid in --out")
     p.add_argument("--overwrite", action="store_true", help="delete an existing --out first")
     return p
+
+
+def pairs_text(text: str) -> str:
+    """--pairs as given (cifar.py parses it again), once checked by cifar.py's parser."""
+    _common.parse_pairs(text)
+    return text.strip()
 
 
 def settle(args) -> dict:
@@ -125,6 +146,11 @@ def settle(args) -> dict:
     unknown = set(args.methods) - set(METHODS)
     if unknown:
         sys.exit(f"Unknown --methods {sorted(unknown)}; expected some of {list(METHODS)}.")
+    if not 1 <= budget["teacher_seeds"] <= budget["seeds"]:
+        sys.exit(f"--teacher-seeds {budget['teacher_seeds']}: expected 1 to --seeds "
+                 f"({budget['seeds']}) teachers.")
+    if not args.p > 0:
+        sys.exit(f"--p {args.p:g}: the attention map's exponent must be positive.")
     budget["dataset_note"] = "given by --dataset" if args.dataset else "the default"
     if args.quick and args.dataset is None:
         if on_disk("fashion_mnist"):
@@ -178,55 +204,88 @@ def common_flags(budget: dict, args) -> list[str]:
     return flags + (["--resume"] if args.resume else [])
 
 
-def grid(budget: dict, args, out: str) -> tuple[dict, dict]:
-    """Trains the teacher and every student; returns its history and {(seed, method): history}.
+def variant_flags(args) -> list[str]:
+    """cifar.py's attention map and pairs: AT's and AT+KD's (F-ActT reads the pairs)."""
+    return ["--attention", args.attention, "--p", f"{args.p:g}", "--pairs", args.pairs]
 
-    With `jobs` > 1 the runs go to a pool of worker processes: the students trained alone
-    start beside the teacher, the others once the teacher is saved.
-    """
-    start = time.time()
+
+def teacher_dir(out: str, seed: int, count: int) -> str:
+    return os.path.join(out, "teacher" if count == 1 else f"teacher-seed{seed}")
+
+
+def plan(budget: dict, args, out: str) -> tuple[dict, dict]:
+    """The cifar.py flags of every run: ({seed: teacher}, {(seed, method): student})."""
     flags = common_flags(budget, args)
-    teacher_dir = os.path.join(out, "teacher")
+    count = budget["teacher_seeds"]
     # Its curve is not plotted: a test every quarter of its epochs is enough.
-    teacher_flags = flags + [
-        "--test-every", str(max(budget["test_every"], budget["teacher_epochs"] // 4)),
-        "--teacher-only", "--teacher-depth", str(args.teacher_depth),
-        "--teacher-width", str(args.teacher_width),
-        "--teacher-epochs", str(budget["teacher_epochs"]), "--out", teacher_dir]
+    teachers = {
+        seed: flags + [
+            "--test-every", str(max(budget["test_every"], budget["teacher_epochs"] // 4)),
+            "--teacher-only", "--teacher-depth", str(args.teacher_depth),
+            "--teacher-width", str(args.teacher_width), "--seed", str(seed),
+            "--teacher-epochs", str(budget["teacher_epochs"]),
+            "--out", teacher_dir(out, seed, count)]
+        for seed in range(count)
+    }
     students = {
-        (seed, method): flags + METHODS[method] + [
+        (seed, method): flags + METHODS[method] + variant_flags(args) + [
             "--depth", str(args.depth), "--width", str(args.width), "--seed", str(seed),
-            "--teacher", os.path.join(teacher_dir, "teacher.keras"),
+            "--teacher", os.path.join(teacher_dir(out, seed % count, count), "teacher.keras"),
             "--out", os.path.join(out, f"{method}-seed{seed}")]
         for seed in range(budget["seeds"]) for method in args.methods
     }
-    alone = [key for key in students if key[1] == "student"]
-    taught = [key for key in students if key[1] != "student"]
+    return teachers, students
+
+
+def grid(budget: dict, args, out: str) -> tuple[dict, dict]:
+    """Trains the teachers and every student: ({seed: teacher history}, {(seed, method): history}).
+
+    With `jobs` > 1 the runs go to a pool of worker processes: the students trained alone
+    start beside the teachers, the others once their teacher is saved.
+    """
+    start = time.time()
+    teacher_flags, students = plan(budget, args, out)
+    count = len(teacher_flags)
 
     def done(key, history):
-        label = "teacher" if key == "teacher" else f"{key[1]}, seed {key[0]}"
+        seed, method = key
+        label = "teacher" if key == (0, "teacher") and count == 1 else f"{method}, seed {seed}"
         print(f"{label}: test error {100 * history['test_error']:.2f}% "
               f"({(time.time() - start) / 60:.1f} min)", flush=True)
         return history
 
-    print(f"Teacher {names(args)[1]} on {budget['dataset']}, "
+    def taught_by(seed):
+        return [key for key in students if key[1] != "student" and key[0] % count == seed]
+
+    print(f"{count} teacher(s) {names(args)[1]} on {budget['dataset']}, "
           f"{len(students)} student runs, {budget['jobs']} at a time.", flush=True)
+    histories = {}
     if budget["jobs"] <= 1:
-        teacher = done("teacher", run(teacher_flags))
-        histories = {key: done(key, run(students[key])) for key in alone + taught}
-        return teacher, {key: histories[key] for key in students}
-    # "spawn": fresh interpreters, not forks of a process whose TensorFlow is initialised.
-    context = multiprocessing.get_context("spawn")
-    pool = ProcessPoolExecutor(budget["jobs"], mp_context=context)
-    try:
-        teacher_future = pool.submit(run, teacher_flags)
-        futures = {pool.submit(run, students[key]): key for key in alone}
-        teacher = done("teacher", teacher_future.result())
-        futures.update({pool.submit(run, students[key]): key for key in taught})
-        histories = {futures[f]: done(futures[f], f.result()) for f in as_completed(futures)}
-    finally:  # on a failed run, stop at once instead of training the queued ones
-        pool.shutdown(cancel_futures=True)
-    return teacher, {key: histories[key] for key in students}
+        for seed, flags in teacher_flags.items():
+            histories[seed, "teacher"] = done((seed, "teacher"), run(flags))
+        for key in [key for key in students if key[1] == "student"] + [
+                key for seed in teacher_flags for key in taught_by(seed)]:
+            histories[key] = done(key, run(students[key]))
+    else:
+        # "spawn": fresh interpreters, not forks of a process whose TensorFlow is initialised.
+        pool = ProcessPoolExecutor(budget["jobs"], mp_context=multiprocessing.get_context("spawn"))
+        try:
+            waiting = {pool.submit(run, flags): (seed, "teacher")
+                       for seed, flags in teacher_flags.items()}
+            waiting.update({pool.submit(run, students[key]): key
+                            for key in students if key[1] == "student"})
+            while waiting:
+                finished, _ = wait(waiting, return_when=FIRST_COMPLETED)
+                for future in finished:
+                    key = waiting.pop(future)
+                    histories[key] = done(key, future.result())
+                    if key[1] == "teacher":
+                        waiting.update({pool.submit(run, students[student]): student
+                                        for student in taught_by(key[0])})
+        finally:  # on a failed run, stop at once instead of training the queued ones
+            pool.shutdown(cancel_futures=True)
+    return ({seed: histories[seed, "teacher"] for seed in teacher_flags},
+            {key: histories[key] for key in students})
 
 
 def main(argv=None) -> dict:
@@ -234,18 +293,24 @@ def main(argv=None) -> dict:
     budget = settle(args)
     out = _common.prepare_run_dir(args, "reproduce")
     start = time.time()
-    teacher, histories = grid(budget, args, out)
+    teachers, histories = grid(budget, args, out)
     runs = [{"method": method, "seed": seed, "test_error": h["test_error"],
              "epochs": h["student"]} for (seed, method), h in histories.items()]
     student, teacher_name = names(args)
+    paper, sources = paper_column(student, teacher_name, args.attention, args.p, args.pairs)
+    teacher_errors = [h["test_error"] for h in teachers.values()]
     results = {
         "dataset": budget["dataset"],
         "budget": budget,
         "student": student,
         "teacher": teacher_name,
-        "teacher_test_error": teacher["test_error"],
-        "teacher_epochs": teacher["teacher"],
+        "attention": {"reduction": args.attention, "p": args.p, "pairs": args.pairs},
+        "teacher_test_error": float(np.median(teacher_errors)),
+        "teachers": [{"seed": seed, "test_error": h["test_error"], "epochs": h["teacher"]}
+                     for seed, h in teachers.items()],
         "paper_table1_cifar10": PAPER.get((student, teacher_name)),
+        "paper_cifar10": paper,
+        "paper_sources": sources,
         "seconds": time.time() - start,
         "summary": summarise(runs, args.methods),
         "runs": runs,
@@ -257,102 +322,6 @@ def main(argv=None) -> dict:
     plot(results, os.path.join(out, "results.png"))
     print(f"\n{table}\nWritten to {out}/results.md, results.json and results.png.")
     return results
-
-
-# === Report ===
-
-
-def summarise(runs: list[dict], methods: list[str]) -> dict:
-    summary = {}
-    for method in methods:
-        errors = [r["test_error"] for r in runs if r["method"] == method]
-        summary[method] = {"median": float(np.median(errors)), "min": min(errors),
-                           "max": max(errors), "errors": errors}
-    return summary
-
-
-def _pct(x: float) -> str:
-    return f"{100 * x:.2f}"
-
-
-def markdown(results: dict) -> str:
-    budget, summary = results["budget"], results["summary"]
-    subset = (f"the first {budget['limit']} training images" if budget["limit"]
-              else "all training images")
-    tested = f"the first {budget['test_limit']}" if budget["test_limit"] else "all"
-    paper = results["paper_table1_cifar10"] or {}
-    lines = [
-        f"# {results['student']} student, {results['teacher']} teacher: test error (%)",
-        "",
-        f"Dataset: {budget['dataset']} ({budget.get('dataset_note', 'given')}).",
-        "",
-        f"{budget['dataset']}, {subset}, {tested} test images; {budget['epochs']} epochs "
-        f"(teacher {budget['teacher_epochs']}), batch {budget['batch_size']}, lr 0.1 x0.2 from "
-        f"epochs {budget['lr_epochs']} (counted from 1), momentum zeroed at each drop; "
-        f"{budget['seeds']} seeds; {results['seconds'] / 60:.1f} minutes in all. Final-epoch "
-        "error of every run.",
-        "",
-        "| method | median | min - max | every seed (0, 1, ...) | paper, CIFAR-10 |",
-        "|---|---|---|---|---|",
-        f"| teacher | {_pct(results['teacher_test_error'])} | | one run "
-        f"| {paper.get('teacher', '-')} |",
-    ]
-    for method, s in summary.items():
-        seeds = ", ".join(_pct(e) for e in s["errors"])
-        lines.append(f"| {method} | {_pct(s['median'])} | {_pct(s['min'])} - {_pct(s['max'])} "
-                     f"| {seeds} | {paper.get(method, '-')} |")
-    lines.append("")
-    if "student" in summary:
-        base = summary["student"]
-        for method in (m for m in summary if m != "student"):
-            diffs = [a - b for a, b in zip(summary[method]["errors"], base["errors"])]
-            gap = summary[method]["median"] - base["median"]
-            verdict = "below" if gap < 0 else "NOT below"
-            lines.append(
-                f"- {method} - student alone, per seed (same init and data order): "
-                f"{', '.join(f'{100 * d:+.2f}' for d in diffs)}; {method}'s median is "
-                f"{verdict} the student's alone ({100 * gap:+.2f})."
-            )
-        lines.append("")
-    if paper:
-        lines.append("The paper's column is its Table 1 row for this pair (CIFAR-10, 200 epochs, "
-                     "median of 5 runs), for reference: a different dataset and budget unless "
-                     "this is the full recipe.")
-    else:
-        lines.append(f"{results['student']} <- {results['teacher']} is not a row of the paper's "
-                     "Table 1: no paper column.")
-    return "\n".join(lines) + "\n"
-
-
-def plot(results: dict, path: str) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    from matplotlib import pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for method in results["summary"]:
-        runs = [r["epochs"] for r in results["runs"] if r["method"] == method]
-        epochs = [e["epoch"] for e in runs[0] if "test_error" in e]
-        curves = np.array([[100 * e["test_error"] for e in run if "test_error" in e]
-                           for run in runs])
-        line, = ax.plot(epochs, np.median(curves, axis=0), marker="o", label=f"{method} (median)")
-        ax.fill_between(epochs, curves.min(axis=0), curves.max(axis=0), alpha=0.2,
-                        color=line.get_color())
-    ax.axhline(100 * results["teacher_test_error"], color="k", linestyle="--",
-               label=f"teacher {results['teacher']} (final)")
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("test error (%)")
-    ax.set_title(f"{results['student']} on {results['dataset']}: "
-                 f"{results['budget']['seeds']} seeds, min-max band")
-    final = [100 * results["teacher_test_error"]] + [
-        100 * s["max"] for s in results["summary"].values()]
-    ax.set_ylim(0.8 * min(final), max(final) * 2)
-    ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
 
 
 if __name__ == "__main__":

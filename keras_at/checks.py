@@ -13,7 +13,7 @@ import sys
 import keras
 from keras import ops
 
-from keras_at import backend
+from keras_at import backend, task
 from keras_at._validate import shapes_match
 
 
@@ -22,12 +22,14 @@ def dtype_name(x) -> str:
     return keras.backend.standardize_dtype(x.dtype)
 
 
-def check_batch(x, y, tap, model_name: str):
-    """Refuses images the tapped student cannot take, and labels outside its classes (or float
-    class indices with a fractional part), printing the offending label values.
+def check_batch(x, y, tap, model_name: str, loss=None):
+    """Refuses images the tapped student cannot take, and, for a task `loss` that reads class
+    indices (`keras_at.task.class_index_labels`), labels outside the student's classes or float
+    labels with a fractional part, printing the offending values.
 
     Returns `y`, made to wait for the label check: a loss reading the returned labels cannot
-    run first and fail with its own, less clear, message.
+    run first and fail with its own, less clear, message. Labels of any other loss (one-hot,
+    multi-hot, regression targets, a loss it does not know) are the loss's to read as given.
     """
     if isinstance(x, (dict, list, tuple)):
         raise ValueError(
@@ -47,20 +49,40 @@ def check_batch(x, y, tap, model_name: str):
             f"{model_name!r}, which expects {expected}: check the rank (B, H, W, C), "
             "the channel count and the image size."
         )
-    classes = tap.outputs[0].shape[-1]
     if y is None:
         return y
+    return check_class_indices(y, tap.outputs[0].shape, loss)
+
+
+def check_class_indices(y, logits_shape, loss):
+    """`y`, checked where `loss` reads class indices: one index per output position (shape
+    `logits_shape` without its class axis, or with a class axis of 1), each in
+    `[0, classes)` or the loss's `ignore_class`, whole if floating point."""
+    try:
+        shape = tuple(y.shape)
+    except ValueError:  # a TensorFlow tensor of unknown rank: the values are still checked
+        shape = None
+    indices, ignore_class = task.class_index_labels(loss, shape, tuple(logits_shape))
     floating = keras.backend.is_float_dtype(y.dtype)
-    if not (keras.backend.is_int_dtype(y.dtype) or (floating and _sparse(y, classes))):
-        return y  # one-hot or soft labels: the loss reads them as given
-    return backend.check_labels(y, classes, whole=floating)
+    if not indices or not (floating or keras.backend.is_int_dtype(y.dtype)):
+        return y
+    rank, outputs = len(shape) if shape is not None else None, len(logits_shape)
+    if rank is not None and not (
+        rank == outputs - 1 or (rank == outputs and shape[-1] in (1, None))
+    ):
+        raise ValueError(
+            f"The task loss {loss.name!r} reads one class index per output position: labels of "
+            f"shape {_shape(logits_shape[:-1])} or {_shape((*logits_shape[:-1], 1))} for "
+            f"outputs of shape {_shape(logits_shape)}; got labels of shape {_shape(shape)}. "
+            "One-hot or soft labels go with CategoricalCrossentropy."
+        )
+    return backend.check_labels(y, logits_shape[-1], whole=floating, ignore_class=ignore_class)
 
 
-def _sparse(y, classes) -> bool:
-    """Whether float `y` holds one class index per example, `(B,)` or `(B, 1)`, rather than
-    one-hot rows or a binary classifier's soft targets (one logit)."""
-    rank = len(y.shape)
-    return classes != 1 and (rank == 1 or (rank == 2 and y.shape[-1] == 1))
+def _shape(shape) -> str:
+    """A shape as a user reads it, `B` for the batch axis: `(B, 32, 32)`."""
+    dims = ["B", *(str(d) for d in tuple(shape)[1:])]
+    return f"({dims[0]},)" if len(dims) == 1 else f"({', '.join(dims)})"
 
 
 def refuse_empty(x, method: str = "fit", data: str = "training data") -> None:

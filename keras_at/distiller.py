@@ -25,12 +25,12 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_at import backend, saving
+from keras_at import backend, hub, saving, task
 from keras_at import features as feat
 from keras_at import gradient_at as grad_at
 from keras_at.attention import check_attention_args
 from keras_at.checks import check_batch, per_example_weights, refuse_empty
-from keras_at.losses import compared_maps
+from keras_at.losses import check_kd_shapes, compared_maps
 from keras_at.pairs import pair_name, resolve_pairs
 from keras_at.terms import compute_terms, hint_adapters, regularization, switch_on, total_loss
 from keras_at.weights import (
@@ -64,7 +64,8 @@ class Distiller(backend.Trainer, keras.Model):
 
     Args:
         student: built Keras model returning logits (functional, Sequential,
-            or subclassed returning `{"logits": ..., name: feature_map}`).
+            or subclassed returning `{"logits": ..., name: feature_map}`); a keras-hub task
+            reads the images its preprocessor makes (`keras_at.hub`).
         teacher: built Keras model returning logits, same input shape.
         pairs: `"auto"`, or a list of `(student_layer_name, teacher_layer_name)`;
             `[]` for no activation pairs.
@@ -81,7 +82,8 @@ class Distiller(backend.Trainer, keras.Model):
             teacher's J_T can be computed once instead (`cached_gradient_dataset`).
         symmetry_beta: weight of eq. 6, `0.5 * mean_b ||J_S(x) - flip(J_S(flip x))||²`.
         input_grad_penalty: weight of `0.5 * mean_b ||J_S||²` (Drucker & LeCun).
-        input_shape: `(H, W, C)`, needed only when both networks are subclassed.
+        input_shape: `(H, W, C)`, needed when both networks are subclassed; it also fixes the
+            raw image size of a keras-hub task whose image converter resizes (`keras_at.hub`).
         symmetry_output_beta: weight of the symmetry norm's outputs term,
             `0.5 * mean_b ||s(x) - s(flip x)||²` on the student's logits (§3.2: "l2 losses
             on the obtained attentions and outputs"; eq. 6 is `symmetry_beta`). It shares
@@ -144,9 +146,12 @@ class Distiller(backend.Trainer, keras.Model):
         # The teacher's `trainable` flag is the user's: the Distiller freezes it by never
         # differentiating its variables and by leaving them out of `trainable_weights`.
         self.student, self.teacher = student, teacher
-        shape = feat.common_input_shape(student, teacher, self._given_input_shape)
-        student_graph = feat.graph_model(student, "student", shape)
-        teacher_graph = feat.graph_model(teacher, "teacher", shape)
+        # A keras-hub task's preprocessor runs in the step, on its network's side (keras_at.hub).
+        student_net = hub.with_preprocessor(student, "student", self._given_input_shape)
+        teacher_net = hub.with_preprocessor(teacher, "teacher", self._given_input_shape)
+        shape = feat.common_input_shape(student_net, teacher_net, self._given_input_shape)
+        student_graph = feat.graph_model(student_net, "student", shape)
+        teacher_graph = feat.graph_model(teacher_net, "teacher", shape)
         # A tuple: fixed (the taps, adapters and saved weights depend on it), and left alone by
         # Keras's attribute tracking.
         self._pairs = tuple(resolve_pairs(pairs, student_graph, teacher_graph))
@@ -175,10 +180,11 @@ class Distiller(backend.Trainer, keras.Model):
 
     # === Construction helpers ===
     def _check_kd_classes(self, alpha):
-        feat.check_class_counts(
-            self._taps.student.outputs[0].shape[-1], self._taps.teacher.outputs[0].shape[-1],
-            alpha,
-        )
+        """KD compares softmax distributions over the last axis of the two networks' outputs:
+        refused where it would mean nothing (`keras_at.losses.check_kd_shapes`)."""
+        if alpha:
+            check_kd_shapes(self._taps.student.outputs[0].shape,
+                            self._taps.teacher.outputs[0].shape, f"KD (alpha={alpha})")
 
     def _retrace(self):
         """Traces the compiled steps again at their next call (a value they read changed)."""
@@ -233,15 +239,26 @@ class Distiller(backend.Trainer, keras.Model):
 
     # === Keras API ===
     def compile(self, optimizer="rmsprop", loss=None, metrics=None, **kwargs):
-        """As `keras.Model.compile`; `loss` is the student's task loss (default: sparse CE)."""
-        if loss is None:
-            loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-        fn = keras.losses.get(loss) if isinstance(loss, str) else loss
-        if not isinstance(fn, keras.losses.Loss):
-            fn = keras.losses.LossFunctionWrapper(fn)
-        self._task_loss_fn = fn
+        """As `keras.Model.compile`; `loss` is the student's task loss (`keras_at.task.get`).
+
+        Anything `keras.Model.compile` takes for one output: a name (Keras's meaning:
+        `"sparse_categorical_crossentropy"` is `from_logits=False`), a function
+        `(y_true, y_pred)` or a `keras.losses.Loss`; None is
+        `SparseCategoricalCrossentropy(from_logits=True)`. Labels are checked only for a loss
+        that reads class indices (`keras_at.checks.check_class_indices`).
+        """
+        if kwargs.get("loss_weights") is not None:
+            raise ValueError(
+                "Distiller.compile: `loss_weights` is not read; the task loss is weighted by "
+                "`1 - alpha` (KD) and each transfer term by its own weight (`beta`, ...)."
+            )
+        self._task_loss_fn = task.get(loss)
         self._optimizer_variables = None  # recorded at the next fit (`_refuse_changed_variables`)
-        super().compile(optimizer=optimizer, loss=loss, metrics=metrics, **kwargs)
+        task.warn_if_probability_loss_on_logits(
+            self._task_loss_fn, self._taps.student.outputs[0], self.student.name
+        )
+        super().compile(optimizer=optimizer, loss=loss if loss is not None else
+                        self._task_loss_fn, metrics=metrics, **kwargs)
 
     def call(self, inputs, training=None):
         if isinstance(inputs, (list, tuple)) and len(inputs) == 2:
@@ -298,7 +315,7 @@ class Distiller(backend.Trainer, keras.Model):
         """`(images, labels, sample_weight, cached J_T or None)` of a batch, checked."""
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         x, cached = grad_at.split_teacher_gradients(x, "grad_at_loss" in self._active)
-        y = check_batch(x, y, self._taps.student, self.student.name)
+        y = check_batch(x, y, self._taps.student, self.student.name, self._task_loss_fn)
         return x, y, sample_weight, cached
 
     # === Inspection ===
@@ -431,7 +448,8 @@ class Distiller(backend.Trainer, keras.Model):
     # === Saving ===
     def save(self, filepath, overwrite: bool = False, **kwargs):
         """As `keras.Model.save`, but atomic (a temporary file renamed over the target), and an
-        existing file is kept unless `overwrite=True`."""
+        existing file is kept unless `overwrite=True`; `.keras` only (not legacy `.h5`)."""
+        saving.refuse_legacy_h5(filepath)
         saving.save_atomically(super().save, filepath, overwrite, **kwargs)
 
     def save_weights(self, filepath, overwrite: bool = False, **kwargs):
@@ -439,8 +457,13 @@ class Distiller(backend.Trainer, keras.Model):
         saving.save_atomically(super().save_weights, filepath, overwrite, **kwargs)
 
     def load_weights(self, filepath, *args, **kwargs):
-        """As `keras.Model.load_weights`; a term the loaded weights switch on is computed."""
-        super().load_weights(filepath, *args, **kwargs)
+        """As `keras.Model.load_weights`; a term the loaded weights switch on is computed, and
+        networks of other shapes than the saved ones are named by their first such layer."""
+        try:
+            super().load_weights(filepath, *args, **kwargs)
+        except ValueError as error:
+            saving.explain_load_failure(self, filepath, error)
+            raise
         for name in WEIGHTS:
             if TERMS[name] not in self._active and getattr(self, name) != 0:
                 self._set_loss_weight(name, getattr(self, name))

@@ -26,7 +26,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_at import backend
+from keras_at import backend, task
 from keras_at._validate import check_int, shapes_match
 from keras_at.checks import check_batch, dtype_name
 from keras_at.losses import task_loss
@@ -74,7 +74,9 @@ def check_per_example_loss(loss) -> None:
     """Refuses a task loss whose input gradient of one example depends on the rest of the batch.
 
     Cached teacher gradients are computed once per example; they equal the step's own only
-    when the loss averages per-example losses over the batch (Keras's default reduction).
+    when the loss averages per-example losses over the batch (Keras's default reduction) over
+    a fixed number of values per example: not with `ignore_class`, whose mean runs over the
+    batch's labelled positions.
     """
     reduction = getattr(loss, "reduction", "sum_over_batch_size")
     if reduction not in ("sum_over_batch_size", "mean"):
@@ -82,6 +84,14 @@ def check_per_example_loss(loss) -> None:
             f"Cached teacher gradients need a task loss that averages per-example losses over the "
             f"batch (reduction='sum_over_batch_size', the default); the compiled loss has "
             f"reduction={reduction!r}, which makes each example's gradient depend on the batch."
+        )
+    ignored = task.ignored_class(loss)
+    if ignored is not None:
+        raise ValueError(
+            f"Cached teacher gradients need a task loss whose value for an example does not "
+            f"depend on the batch; the compiled loss has ignore_class={ignored}, so "
+            "it averages over the labelled positions of the whole batch. Feed images alone: "
+            "the step computes the teacher's gradients of each batch."
         )
 
 
@@ -94,7 +104,7 @@ def teacher_gradient_function(teacher, student, loss, student_name: str = "stude
     """
 
     def teacher_gradients(images, labels):
-        labels = check_batch(images, labels, student, student_name)
+        labels = check_batch(images, labels, student, student_name, loss)
         _, _, jacobian, _ = forward_with_input_gradient(
             teacher, images, labels, loss, training=False
         )

@@ -21,6 +21,7 @@ from __future__ import annotations
 from keras import ops
 
 from keras_at import backend
+from keras_at._validate import shapes_match
 from keras_at.attention import l2_normalize_flat, normalized_attention, resize_maps
 from keras_at.weights import check_temperature
 
@@ -44,11 +45,16 @@ def _same_batch(student, teacher, name: str):
 def task_loss(loss, y, logits, sample_weight=None):
     """The compiled task loss `loss(y, logits, sample_weight)` as a per-replica mean.
 
+    Per-example weights `(B,)` weigh every position of per-position outputs `(B, H, W, K)`.
+
     Keras losses divide by the replica count under `tf.distribute`; the Distiller's terms are
     per-replica means, divided by the replica count once, for the total.
     """
     if loss is None:
         raise ValueError("Call `distiller.compile(...)` before training or evaluating.")
+    if sample_weight is not None and len(sample_weight.shape) == 1 and len(logits.shape) > 2:
+        # One weight per example, for a loss of one value per output position, (B, H, W).
+        sample_weight = ops.reshape(sample_weight, (-1,) + (1,) * (len(logits.shape) - 2))
     value = loss(y, ops.cast(logits, "float32"), sample_weight)
     replicas = backend.replicas()
     return value if replicas == 1 else value * replicas
@@ -122,11 +128,14 @@ def kd_loss(student_logits, teacher_logits, temperature: float = 4.0):
 
     The T² factor keeps the gradient scale of the soft targets independent
     of the temperature (Hinton et al., 2015). The `Distiller` combines it as
-    `(1 - alpha) * task_loss + alpha * kd_loss`.
+    `(1 - alpha) * task_loss + alpha * kd_loss`. Per-position logits, such as a
+    segmentation network's `(B, H, W, num_classes)`, give the KL of each position,
+    averaged over the positions of each example, then over the batch.
 
     Args:
-        student_logits: `(B, num_classes)` unnormalised student outputs.
-        teacher_logits: `(B, num_classes)` unnormalised teacher outputs.
+        student_logits: `(B, num_classes)` (or `(B, ..., num_classes)`) unnormalised student
+            outputs.
+        teacher_logits: unnormalised teacher outputs of the same shape.
         temperature: softmax temperature T > 0.
 
     Returns:
@@ -144,11 +153,44 @@ def kd_loss(student_logits, teacher_logits, temperature: float = 4.0):
 
 
 def kd_loss_per_example(student_logits, teacher_logits, temperature=4.0):
-    """`kd_loss` of each example, shape `(B,)`; `temperature` may be a tensor or variable."""
+    """`kd_loss` of each example, shape `(B,)`: the KL of each output position (the last axis
+    holds the classes), averaged over the example's positions. `temperature` may be a tensor or
+    variable."""
+    student_logits = ops.cast(student_logits, "float32")
+    teacher_logits = ops.cast(teacher_logits, "float32")
+    check_kd_shapes(student_logits.shape, teacher_logits.shape)
     t = ops.cast(temperature, "float32")
-    log_p_s = ops.log_softmax(ops.cast(student_logits, "float32") / t, axis=-1)
-    log_p_t = ops.log_softmax(ops.cast(teacher_logits, "float32") / t, axis=-1)
-    return (t * t) * ops.sum(ops.exp(log_p_t) * (log_p_t - log_p_s), axis=-1)
+    log_p_s = ops.log_softmax(student_logits / t, axis=-1)
+    log_p_t = ops.log_softmax(teacher_logits / t, axis=-1)
+    kl = (t * t) * ops.sum(ops.exp(log_p_t) * (log_p_t - log_p_s), axis=-1)
+    if len(kl.shape) > 1:
+        kl = ops.mean(kl, axis=tuple(range(1, len(kl.shape))))
+    return kl
+
+
+def check_kd_shapes(student_shape, teacher_shape, name: str = "kd_loss") -> None:
+    """Refuses logits KD cannot compare: a single output unit (its softmax is always 1, so KD
+    would be 0), other class counts, or per-position outputs of other shapes."""
+    student_shape, teacher_shape = tuple(student_shape), tuple(teacher_shape)
+    if student_shape[-1] == 1:
+        raise ValueError(
+            f"{name} compares softmax distributions over the classes (the last axis), but the "
+            f"student's outputs have shape {student_shape} with a single unit: its softmax is "
+            "always 1 and the KD term always 0. KD needs one logit per class (a one-output "
+            "regression or binary model cannot use it: set alpha=0)."
+        )
+    s_classes, t_classes = student_shape[-1], teacher_shape[-1]
+    if None not in (s_classes, t_classes) and s_classes != t_classes:
+        raise ValueError(
+            f"{name} needs the same number of classes, but the student has {s_classes} logits "
+            f"and the teacher {t_classes}."
+        )
+    if not shapes_match(student_shape[1:], teacher_shape[1:]):
+        raise ValueError(
+            f"{name} compares the logits position by position, but the student's outputs have "
+            f"shape {student_shape} and the teacher's {teacher_shape} (batch axis first); give "
+            "both networks outputs of the same shape."
+        )
 
 
 def hint_loss(student_features, teacher_features):

@@ -100,8 +100,8 @@ def compute_terms(student, teacher, x, y, sample_weight, training, *, loss, acti
 
     `student` and `teacher` are the tap models (`[logits, *features]`), `loss` the compiled
     task loss, `active` the set of term names to compute, `weights` the `(B,)` sample weights
-    of the transfer terms (the task loss reads `sample_weight` as Keras does), `cached` the
-    teacher's precomputed J_T or None.
+    (`sample_weight` as one float32 weight per example) of every term, the task loss's too (every
+    position of per-position outputs), `cached` the teacher's precomputed J_T or None.
     """
     t_logits, t_features, t_jacobian = teacher_outputs(teacher, x, y, loss, active, cached)
     jacobian = task = None
@@ -137,11 +137,14 @@ def compute_terms(student, teacher, x, y, sample_weight, training, *, loss, acti
     if "symmetry_output_loss" in active:
         if flipped_logits is None:  # eq. 6 off: a forward pass on flip(x), no inner tape
             flipped_logits, _ = forward(student, x, training, flip=True)
+        if len(logits.shape) == 4:  # per-pixel outputs: s(flip x) flipped back to x's pixels
+            flipped_logits = ops.flip(flipped_logits, axis=2)
         per_example["symmetry_output_loss"] = symmetry_output_loss_per_example(
             logits, flipped_logits
         )
-    if task is None or sample_weight is not None:  # the inner tape's mean is unweighted
-        task = task_loss(loss, y, logits, sample_weight)
+    task_weights = sample_weight if weights is None else weights
+    if task is None or task_weights is not None:  # the inner tape's mean is unweighted
+        task = task_loss(loss, y, logits, task_weights)
     terms = {"task_loss": task}
     for name, values in per_example.items():
         terms[name] = weighted_mean(values, weights)

@@ -3,6 +3,8 @@
 The numpy functions here are the one rendering used by both
 `keras_at.callbacks.AttentionMapLogger` (TensorBoard) and `plot_attention`
 (a matplotlib figure, for the examples and for users without TensorBoard).
+`plot_attention_functions` draws the paper's Figs. 2 and 4: one network's
+maps at several layers for several attention mapping functions.
 Every map and image is min-max normalised per example for display only: the
 loss compares l2-normalised maps, whose absolute scale says nothing to the eye.
 """
@@ -16,12 +18,16 @@ import numpy as np
 from keras import ops
 
 from keras_at._validate import check_int, refuse_overwrite
-from keras_at.attention import resize_maps
+from keras_at.attention import attention_map, check_attention_args, resize_maps
+from keras_at.features import build_tap, graph_model
+from keras_at.pairs import auto_pairs
 
 if TYPE_CHECKING:  # matplotlib is imported where a colour map or figure is drawn
     from matplotlib.figure import Figure
 
 DEFAULT_CMAP = "inferno"
+# Fig. 4 of the paper: F_sum (p = 1), F_sum^2, F_sum^4 and F_max^1, as (reduction, p).
+PAPER_FUNCTIONS = (("sum", 1), ("sum", 2), ("sum", 4), ("max", 1))
 # Inches per grid cell; at `dpi=100` a cell is 150x150 pixels.
 _CELL = 1.5
 
@@ -253,7 +259,6 @@ def plot_attention(
     check_int(max_images, "max_images")
     if path is not None:
         refuse_overwrite(path, overwrite)
-    from matplotlib.figure import Figure
 
     images = _image_batch(images)[:max_images]
     maps = distiller.attention_maps(images)
@@ -265,7 +270,100 @@ def plot_attention(
         columns.append((f"{name}\nteacher", pictures["teacher"]))
         columns.append((f"{name}\nstudent", pictures["student"]))
 
-    rows = len(images)
+    return _draw(columns, path, overwrite, dpi)
+
+
+def plot_attention_functions(
+    model,
+    images,
+    path: str | os.PathLike | None = None,
+    layers=None,
+    functions=PAPER_FUNCTIONS,
+    max_images: int = 4,
+    overwrite: bool = False,
+    cmap: str = DEFAULT_CMAP,
+    dpi: int = 100,
+) -> Figure:
+    """Draws one network's attention maps for several mapping functions (the paper's Figs. 2, 4).
+
+    Rows are examples; columns are the input image, then for every layer of `layers` one map
+    per function of `functions`, upsampled (bilinear) to the input size. The paper's Fig. 4
+    shows, for a network's mid-level and top layers, F_sum, F_sum^2, F_sum^4 and F_max^1 (the
+    default): as p grows the maps concentrate on the most active regions. Each map is
+    min-max normalised for display. The network runs once, in inference mode.
+
+    Args:
+        model: a Keras model of logits (functional, `Sequential`, or subclassed returning a
+            dict of named features, as a `Distiller` reads it).
+        images: a batch `(B, H, W, C)` of inputs, as the model reads them.
+        path: where to save the figure as PNG; None to only return it.
+        layers: names of 4-D layers; None: the model's groups (`group0`, `group1`, ...) when
+            it names them (keras_at's models, `load_authors_resnet`), else the last block
+            output at each resolution (the rule of `pairs="auto"`).
+        functions: `(reduction, p)` pairs of `keras_at.attention_map`, one column each per
+            layer: `("sum", 2)` is F_sum^2, `("max", 1)` F_max^1.
+        max_images: number of examples (rows) drawn from the start of `images`.
+        overwrite: replace an existing file at `path`; otherwise that is an error.
+        cmap: name of a matplotlib colormap for the maps.
+        dpi: resolution of the saved PNG; each cell is 1.5 inches square.
+
+    Returns:
+        The `matplotlib.figure.Figure`.
+
+    Example:
+
+    ```python
+    model = keras_at.models.load_authors_resnet("resnet-34-export.pth")
+    keras_at.visualize.plot_attention_functions(model, images[:4], "fig4.png",
+                                                layers=["group2", "group3"])
+    ```
+    """
+    check_int(max_images, "max_images")
+    functions = _check_functions(functions)
+    if path is not None:
+        refuse_overwrite(path, overwrite)
+
+    images = _image_batch(images)[:max_images]
+    graph = graph_model(model, "model", input_shape=images.shape[1:])
+    if layers is None:
+        layers = [name for name, _ in auto_pairs(graph, graph)]
+    elif isinstance(layers, str) or not layers:
+        raise ValueError(f"`layers` must be a non-empty list of layer names, got {layers!r}.")
+    outputs = build_tap(graph, list(layers), "model")(images, training=False)
+    rgb = to_rgb(images)
+    columns = [("image", rgb)]
+    for name, features in zip(layers, outputs[1:]):
+        for reduction, p in functions:
+            maps = ops.convert_to_numpy(attention_map(features, p=p, reduction=reduction))
+            title = f"{name}\n$F_{{\\mathrm{{{reduction}}}}}^{{{p:g}}}$"
+            columns.append((title, colorize(upsample(maps, rgb.shape[1:3]), cmap)))
+    return _draw(columns, path, overwrite, dpi)
+
+
+def _check_functions(functions) -> list[tuple[str, float]]:
+    """`functions` as a list of `(reduction, p)`, each checked as `attention_map` checks it."""
+    if isinstance(functions, (str, bytes)) or not functions:
+        raise ValueError(
+            "`functions` must be a non-empty list of (reduction, p) pairs such as "
+            f"[('sum', 2), ('max', 1)], got {functions!r}."
+        )
+    checked = []
+    for function in functions:
+        if not (isinstance(function, (list, tuple)) and len(function) == 2):
+            raise ValueError(
+                f"Each entry of `functions` must be a (reduction, p) pair, got {function!r}."
+            )
+        reduction, p = function
+        check_attention_args(p, reduction)
+        checked.append((reduction, p))
+    return checked
+
+
+def _draw(columns, path, overwrite: bool, dpi: int) -> Figure:
+    """A grid of pictures, one column per `(title, (B, H, W, 3) pictures)`, saved as PNG."""
+    from matplotlib.figure import Figure
+
+    rows = len(columns[0][1])
     figure = Figure(figsize=(_CELL * len(columns), _CELL * rows), dpi=dpi, layout="constrained")
     axes = figure.subplots(rows, len(columns), squeeze=False)
     for col, (title, pictures) in enumerate(columns):

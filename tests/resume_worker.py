@@ -1,10 +1,11 @@
 """Run by test_reliability.py: a Distiller fit under a BackupAndRestore that may SIGKILL itself.
 
 Usage: resume_worker.py BACKUP_DIR OUT_PREFIX EPOCHS [--save-freq N] [--keras-backup]
-                        [--kill-batch EPOCH BATCH | --kill-in-save N]
+                        [--kill-batch EPOCH BATCH | --kill-in-save N | --kill-before-metadata N]
 Writes OUT_PREFIX.npz (the student's final weights) and OUT_PREFIX.json (history). `--kill-batch`
 kills the process after that batch; `--kill-in-save N` kills it in the middle of writing the N-th
-backup, after some layers are in the file and before the rest.
+backup, after some layers are in the file and before the rest; `--kill-before-metadata N` kills
+it once the N-th backup's weights file is in place, before its training_metadata.json is written.
 """
 
 import argparse
@@ -42,6 +43,21 @@ def kill_in_save(layer, n):
     layer.save_own_variables = save_or_die
 
 
+def kill_before_metadata(n):
+    """Makes the n-th write of keras_at's training_metadata.json kill us before it starts."""
+    import keras_at.backup
+
+    write, calls = keras_at.backup.write_text_atomically, []
+
+    def write_or_die(path, text):
+        calls.append(1)
+        if len(calls) == n:
+            die()
+        write(path, text)
+
+    keras_at.backup.write_text_atomically = write_or_die
+
+
 def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("backup_dir")
@@ -51,6 +67,7 @@ def main():
     parser.add_argument("--keras-backup", action="store_true")
     parser.add_argument("--kill-batch", type=int, nargs=2)
     parser.add_argument("--kill-in-save", type=int)
+    parser.add_argument("--kill-before-metadata", type=int)
     args = parser.parse_args()
     tf.config.experimental.enable_op_determinism()
     keras.utils.set_random_seed(0)
@@ -68,6 +85,8 @@ def main():
         callbacks.append(AtBatch(*args.kill_batch, lambda model: die()))
     if args.kill_in_save:
         kill_in_save(distiller.teacher.get_layer("head"), args.kill_in_save)
+    if args.kill_before_metadata:
+        kill_before_metadata(args.kill_before_metadata)
     history = distiller.fit(x, y, batch_size=24, epochs=args.epochs, shuffle=False, verbose=0,
                             callbacks=callbacks)
     np.savez(out_path := args.out + ".npz", *distiller.student.get_weights())

@@ -1,7 +1,8 @@
-"""Loss-weight schedules in real `fit` runs, and attention maps read back from TensorBoard files."""
+"""Loss-weight schedules and backups in real `fit` runs; attention maps read from TensorBoard."""
 
 import glob
 import io
+import json
 import math
 import os
 
@@ -14,7 +15,8 @@ from PIL import Image
 from tensorboard.backend.event_processing import event_accumulator
 
 import keras_at
-from keras_at.callbacks import AttentionMapLogger, BetaDecay, BetaScheduler
+from keras_at.backup import POSITION_KEY
+from keras_at.callbacks import AttentionMapLogger, BackupAndRestore, BetaDecay, BetaScheduler
 from keras_at.visualize import GRID_COLUMNS, pair_maps
 
 
@@ -374,3 +376,93 @@ def test_logger_needs_a_distiller_with_pairs(tmp_path):
     x, y = data(8)
     with pytest.raises(ValueError, match="pairs"):
         model.fit(x, y, epochs=1, verbose=0, callbacks=[AttentionMapLogger(str(tmp_path), x)])
+
+
+# === keras_at's BackupAndRestore: resuming with another batch size or other data ===
+def stop(model):
+    raise RuntimeError("interrupted")
+
+
+def seeded_distiller():
+    keras.utils.set_random_seed(0)  # every run starts from the same weights
+    return distiller(beta=10.0)
+
+
+def backed_up_run(backup, x, y, batch_size, interrupt_after=None):
+    """Two epochs of `seeded_distiller` under keras_at's BackupAndRestore (a backup every batch;
+    none when `backup` is None), interrupted after batch `interrupt_after = (epoch, batch)`."""
+    model = seeded_distiller()
+    callbacks = [] if backup is None else [BackupAndRestore(backup, save_freq=1)]
+    if interrupt_after:
+        callbacks.append(AtBatch(*interrupt_after, stop))
+    try:
+        model.fit(x, y, batch_size=batch_size, epochs=2, shuffle=False, verbose=0,
+                  callbacks=callbacks)
+    except RuntimeError as error:
+        assert interrupt_after and str(error) == "interrupted"
+    return model
+
+
+def assert_same_weights(a, b):
+    for wa, wb in zip(a.get_weights(), b.get_weights()):
+        np.testing.assert_allclose(wa, wb, rtol=1e-5, atol=1e-6)
+
+
+@pytest.fixture
+def interrupted(tmp_path):
+    """96 examples in batches of 24, interrupted after batch 2 of epoch 1 (72 examples)."""
+    x, y = data(96)
+    backup = str(tmp_path / "backup")
+    backed_up_run(backup, x, y, 24, interrupt_after=(1, 2))
+    return backup, x, y
+
+
+def test_a_resume_with_a_smaller_batch_size_starts_after_the_same_examples(interrupted):
+    backup, x, y = interrupted
+    with pytest.warns(UserWarning, match=r"after 3 batches of 24 \(72 examples\) of epoch 1 .*"
+                                         r"4 steps an epoch.*batches hold 12 examples \(8 steps "
+                                         r"an epoch\): it resumes after 6 of them"):
+        resumed = backed_up_run(backup, x, y, 12)
+    # The same training, without a backup: epoch 0 and 72 examples of epoch 1 in batches of
+    # 24, then the other 24 examples of epoch 1 in batches of 12.
+    reference = seeded_distiller()
+    for start, stop_at, size in ((0, 96, 24), (0, 72, 24), (72, 96, 12)):
+        reference.fit(x[start:stop_at], y[start:stop_at], batch_size=size, shuffle=False,
+                      verbose=0)
+    assert_same_weights(resumed, reference)
+
+
+@pytest.mark.parametrize("batch_size, examples, message", [
+    (48, 96, r"after 3 batches of 24 \(72 examples\) of epoch 1 \(counted from 0\), 4 steps an "
+             r"epoch, 73 to 96 examples, but this run has batches of 48 examples, and 72 is not a "
+             r"whole number of them. Rerun with batch_size=24"),
+    (24, 48, r"4 steps an epoch, 73 to 96 examples, but this run has 2 steps of 24 examples an "
+             r"epoch, 25 to 48 examples: its data changed"),
+])
+def test_a_resume_that_cannot_start_where_the_backup_stopped_is_refused(
+        interrupted, batch_size, examples, message):
+    backup, x, y = interrupted
+    weights = os.path.join(backup, "latest.weights.h5")
+    with open(weights, "rb") as f:
+        saved = f.read()
+    model = seeded_distiller()
+    callbacks = [BackupAndRestore(backup, save_freq=1)]
+    with pytest.raises(ValueError, match=f"cannot resume exactly from .*{message}"):
+        model.fit(x[:examples], y[:examples], batch_size=batch_size, epochs=2, shuffle=False,
+                  verbose=0, callbacks=callbacks)
+    with open(weights, "rb") as f:
+        assert f.read() == saved  # refused before a step trained or a backup was written
+    # The model's own step is back.
+    assert getattr(model.train_function, "__func__", None) is not BackupAndRestore._skip_step
+
+
+def test_a_backup_from_before_the_position_was_in_its_weights_still_resumes(interrupted):
+    # Such a backup held its position in training_metadata.json alone.
+    import h5py
+
+    backup, x, y = interrupted
+    with h5py.File(os.path.join(backup, "latest.weights.h5"), "a") as f:
+        del f.attrs[POSITION_KEY]
+    with open(os.path.join(backup, "training_metadata.json")) as f:
+        assert json.load(f) == {"epoch": 1, "batch": 2}
+    assert_same_weights(backed_up_run(backup, x, y, 24), backed_up_run(None, x, y, 24))

@@ -267,7 +267,9 @@ def test_quick_demo_says_when_fashion_mnist_is_missing_and_records_it(tmp_path, 
     table = reproduce.markdown({
         "budget": budget, "summary": reproduce.summarise(runs, ["student"]), "seconds": 60,
         "student": "WRN-16-1", "teacher": "WRN-16-2", "teacher_test_error": 0.2,
-        "paper_table1_cifar10": reproduce.PAPER[("WRN-16-1", "WRN-16-2")]})
+        "teachers": [{"seed": 0, "test_error": 0.2}],
+        "attention": {"reduction": "sum", "p": 2.0, "pairs": "auto"},
+        "paper_cifar10": reproduce.PAPER[("WRN-16-1", "WRN-16-2")], "paper_sources": []})
     assert ("Dataset: digits (Fashion-MNIST is not on disk (apt-get install "
             "dataset-fashion-mnist), so scikit-learn's digits)") in table
 
@@ -303,6 +305,48 @@ def test_gradient_at_trains_grad_at_on_cached_teacher_gradients_of_images_and_fl
     record = history(out)["grad_at"][0]
     assert np.isfinite(record["grad_at_loss"]) and record["grad_at_loss"] > 0
     assert (out / "teacher.keras").is_file() and (out / "grad_at.keras").is_file()
+
+
+@needs_fashion_mnist
+def test_gradient_at_teachers_learn_by_table1s_recipe_by_default(table3_run):
+    """Both teachers: lr 0.1 and coupled weight decay 5e-4 (with BN); the students: lr 0.01 and
+    none, as --teacher-recipe table1 and the students' flags say."""
+    import keras_at.models  # noqa: F401, registers keras_at's BatchNorm for loading
+
+    out, stdout, results = table3_run
+    h = history(out)
+    assert h["teacher"][0]["lr"] == pytest.approx(0.1)
+    assert h["at_teacher"][0]["lr"] == pytest.approx(0.1)
+    assert h["grad_at"][0]["lr"] == pytest.approx(0.01)
+    assert results["teacher_recipe"] == ("Table 1's recipe: lr 0.1, weight decay 0.0005, "
+                                         "pad 4 + random crop + flip")
+    for name in ("teacher", "at_teacher"):
+        teacher = keras.saving.load_model(out / f"{name}.keras")
+        assert teacher.get_layer("group0_conv0").kernel_regularizer.l2 == pytest.approx(2.5e-4)
+        assert any(isinstance(layer, keras.layers.BatchNormalization) for layer in teacher.layers)
+    student = keras.saving.load_model(out / "grad_at.keras")
+    assert student.get_layer("group0_conv0").kernel_regularizer is None
+    with open(out / "results.md") as f:
+        assert ("Teachers trained here: Table 1's recipe: lr 0.1, weight decay 0.0005, pad 4 + "
+                "random crop + flip.") in f.read()
+
+
+def test_gradient_at_trains_a_bn_free_teacher_by_the_students_recipe(tmp_path):
+    """--no-teacher-batch-norm --teacher-recipe table3: NIN-wide without BN, lr 0.01, no decay."""
+    import keras_at.models  # noqa: F401
+
+    out = tmp_path / "teacher"
+    result = ok(script("gradient_at.py", "--dataset", "digits", "--limit", "64", "--test-limit",
+                       "64", "--batch-size", "32", "--epochs", "1", "--lr-epochs", "",
+                       "--methods", "kd", "--teacher-only", "--no-teacher-batch-norm",
+                       "--teacher-recipe", "table3", "--out", out))
+    assert "Training the teacher nin-wide-nobn" in result.stdout
+    assert history(out)["teacher"][0]["lr"] == pytest.approx(0.01)
+    teacher = keras.saving.load_model(out / "teacher.keras")
+    assert not any(isinstance(layer, keras.layers.BatchNormalization)
+                   for layer in teacher.layers)
+    assert teacher.get_layer("group0_conv0").kernel_regularizer is None
+    assert not (out / "at_teacher.keras").exists()  # kd alone needs no at row teacher
 
 
 @needs_fashion_mnist
@@ -349,39 +393,165 @@ def test_gradient_at_states_table3s_unpublished_settings_as_choices():
     assert epilog.startswith("Not given by the paper for Table 3, our choices: 200 epochs")
     assert "60,120,160" in epilog and "temperature 4" in epilog
     assert gradient_at.method_weights("symmetry", args) == {"symmetry_beta": 10.0}
+    # The teachers: Table 1's NIN-wide with BN, by Table 1's recipe, which is cifar.py's.
+    assert args.teacher_recipe == "table1" and args.teacher_batch_norm
+    assert "Table 1's (--teacher-recipe)" in epilog
+    table1 = example("cifar").parser().parse_args([])
+    info = gradient_at.data.info("digits")
+    flips = gradient_at.data.Augmentation(pad=0, flip=False)
+    flags, augmentation, _ = gradient_at.teacher_recipe(args, info.augmentation, flips)
+    assert (flags.lr, flags.weight_decay) == (table1.lr, table1.weight_decay) == (0.1, 5e-4)
+    assert augmentation is info.augmentation and (args.lr, args.weight_decay) == (0.01, 0.0)
+    own = gradient_at.parser().parse_args(["--teacher-recipe", "table3",
+                                           "--no-teacher-batch-norm"])
+    assert gradient_at.teacher_recipe(own, info.augmentation, flips)[:2] == (own, flips)
+    assert not own.teacher_batch_norm
+    with pytest.raises(SystemExit):
+        gradient_at.parser().parse_args(["--teacher-recipe", "table2"])
 
 
 # === reproduce.py ===
 
 
 def test_reproduce_writes_table_json_and_plot_for_the_nin_row(tmp_path):
+    """Two seeds, each with its own teacher (--teacher-seeds 2), AT with F_max^1 maps on two
+    groups: the flags reach every cifar.py run, and results.md/.json/.png say what ran."""
+    import keras
+
+    import keras_at  # noqa: F401  (registers its BatchNorm: the saved models load after it)
+
     out = tmp_path / "grid"
-    result = ok(script("reproduce.py", "--quick", *TINY, "--arch", "nin", "--epochs", "1",
-                       "--teacher-epochs", "1", "--lr-epochs", "", "--seeds", "1",
+    result = ok(script("reproduce.py", "--quick", *TINY, "--arch", "nin", "--epochs", "2",
+                       "--teacher-epochs", "1", "--lr-epochs", "", "--test-every", "1",
+                       "--seeds", "2", "--teacher-seeds", "2", "--methods", "student,AT",
+                       "--attention", "max", "--p", "1", "--pairs", "group1,group2",
                        "--out", out, timeout=500))
     table = (out / "results.md").read_text()
     assert table in result.stdout  # printed at the end, as `make demo` shows it
-    assert "# NIN-thin student, NIN-wide teacher" in table
+    assert table.startswith("# NIN-thin student, NIN-wide teacher, AT with F_max^1 maps, pairs "
+                            "group1,group2: test error (%)\n")
     assert "Dataset: digits (given by --dataset)." in table
-    paper = {"teacher": "7.28", "student": "9.38", "AT": "8.93", "F-ActT": "9.05", "KD": "8.55",
-             "AT+KD": "8.33"}  # the paper's Table 1 NIN row beside the runs
+    assert "2 seeds, 2 teacher(s) (student seed s learns from teacher s mod 2)" in table
+    # Table 1's NIN row where the run is the paper's; none for AT with another map and pairs.
+    paper = {"teacher": "7.28", "student": "9.38", "AT": "-"}
     for method, number in paper.items():
         row = next(line for line in table.splitlines() if line.startswith(f"| {method} |"))
         assert row.endswith(f"| {number} |"), row
-    # Each student was paired with the teacher at the three group outputs.
-    pairs = "pairs [('group0', 'group0'), ('group1', 'group1'), ('group2', 'group2')]"
-    assert result.stdout.count(f"nin-thin from nin-wide: {pairs}") == 4
+    pairs = "pairs [('group1', 'group1'), ('group2', 'group2')]"
+    assert result.stdout.count(f"nin-thin from nin-wide: {pairs}") == 2
     with open(out / "results.json") as f:
         results = json.load(f)
     assert results["dataset"] == "digits"
+    assert results["attention"] == {"reduction": "max", "p": 1.0, "pairs": "group1,group2"}
     assert [(r["method"], r["seed"]) for r in results["runs"]] == [
-        ("student", 0), ("AT", 0), ("F-ActT", 0), ("KD", 0), ("AT+KD", 0)]
-    f_actt = next(r for r in results["runs"] if r["method"] == "F-ActT")["epochs"][0]
-    assert f_actt["hint_loss"] > 0 and "at_loss" not in f_actt
-    assert all(len(r["epochs"]) == 1 for r in results["runs"])
+        ("student", 0), ("AT", 0), ("student", 1), ("AT", 1)]
+    assert all(len(r["epochs"]) == 2 for r in results["runs"])
     at = results["summary"]["AT"]
     assert at["median"] == pytest.approx(np.median(at["errors"]))
+
+    # One teacher per seed, each trained from its seed; AT of seed s learns from teacher s.
+    teachers = [t["test_error"] for t in results["teachers"]]
+    assert [t["seed"] for t in results["teachers"]] == [0, 1]
+    assert results["teacher_test_error"] == pytest.approx(np.median(teachers))
+    teacher_row = next(line for line in table.splitlines() if line.startswith("| teacher |"))
+    assert ", ".join(f"{100 * e:.2f}" for e in teachers) in teacher_row
+    kernels = []
+    for seed in (0, 1):
+        with open(out / f"teacher-seed{seed}" / "args.json") as f:
+            assert json.load(f)["seed"] == seed
+        with open(out / f"AT-seed{seed}" / "args.json") as f:
+            at_args = json.load(f)
+        assert at_args["teacher"] == str(out / f"teacher-seed{seed}" / "teacher.keras")
+        assert (at_args["attention"], at_args["p"]) == ("max", 1.0)
+        assert at_args["pairs"] == [["group1", "group1"], ["group2", "group2"]]
+        teacher = keras.saving.load_model(out / f"teacher-seed{seed}" / "teacher.keras")
+        kernels.append(teacher.get_layer("group0_conv0").kernel.numpy())
+    assert not np.allclose(*kernels)
+    assert not (out / "teacher").exists()
+
+    # results.png, as Fig. 7(b): per method a solid test curve and a dashed train curve.
     assert (out / "results.png").stat().st_size > 10_000
+    figure = example("_report").plot(results)
+    lines = {line.get_label(): line for line in figure.axes[0].lines}
+    assert list(lines)[:4] == ["student test", "student train", "AT test", "AT train"]
+    assert lines["AT train"].get_linestyle() == "--" and lines["AT test"].get_linestyle() == "-"
+    train = [[100 * (1 - e["accuracy"]) for e in r["epochs"]] for r in results["runs"]
+             if r["method"] == "AT"]
+    np.testing.assert_allclose(lines["AT train"].get_ydata(), np.median(train, axis=0))
+    assert list(lines["AT test"].get_xdata()) == [1, 2]
+
+
+def test_reproduce_passes_table2_and_section_411_variants_and_gives_their_paper_numbers(
+        monkeypatch):
+    reproduce, cifar = example("reproduce"), example("cifar")
+    args = reproduce.parser().parse_args(["--attention", "max", "--p", "1", "--pairs", "group1",
+                                          "--seeds", "3", "--teacher-seeds", "2"])
+    budget = reproduce.settle(args)
+    teachers, students = reproduce.plan(budget, args, "runs/x")
+    assert sorted(teachers) == [0, 1]
+    for flags in teachers.values():  # a teacher is trained alone: no map, no pairs
+        assert "--attention" not in flags and "--pairs" not in flags
+    for (seed, _), flags in students.items():
+        parsed = cifar.parser().parse_args(flags)
+        assert (parsed.attention, parsed.p, parsed.pairs) == ("max", 1.0, [("group1", "group1")])
+        assert parsed.seed == seed
+        assert parsed.teacher == f"runs/x/teacher-seed{seed % 2}/teacher.keras"
+    one = reproduce.plan(reproduce.settle(reproduce.parser().parse_args([])),
+                         reproduce.parser().parse_args([]), "runs/y")
+    assert list(one[0]) == [0] and one[0][0][-1] == "runs/y/teacher"
+    for bad in (["--seeds", "2", "--teacher-seeds", "3"], ["--teacher-seeds", "0"],
+                ["--p", "0"]):
+        with pytest.raises(SystemExit):
+            reproduce.settle(reproduce.parser().parse_args(bad))
+    with pytest.raises(SystemExit):
+        reproduce.parser().parse_args(["--pairs", "group1,:group2"])
+
+    # One job: each teacher is trained before the students that learn from it.
+    calls = []
+
+    def record(flags):
+        calls.append(flags)
+        return {"test_error": 0.1, "student": [], "teacher": []}
+
+    monkeypatch.setattr(reproduce, "run", record)
+    args = reproduce.parser().parse_args(["--seeds", "3", "--teacher-seeds", "2", "--jobs", "1",
+                                          "--methods", "student,AT"])
+    teachers, histories = reproduce.grid(reproduce.settle(args), args, "runs/z")
+    assert sorted(teachers) == [0, 1] and sorted(histories) == [
+        (seed, method) for seed in range(3) for method in ("AT", "student")]
+    outs = [flags[flags.index("--out") + 1] for flags in calls]
+    assert outs[:2] == ["runs/z/teacher-seed0", "runs/z/teacher-seed1"]
+    teacher_of = {}
+    for position, flags in enumerate(calls):
+        if "--teacher" in flags:
+            teacher = os.path.dirname(flags[flags.index("--teacher") + 1])
+            assert outs.index(teacher) < position
+            teacher_of[outs[position]] = teacher
+    assert teacher_of["runs/z/AT-seed2"] == "runs/z/teacher-seed0"  # seed 2 mod 2 teachers
+
+    def paper(attention, p, pairs, pair=("WRN-16-1", "WRN-16-2")):
+        return reproduce.paper_column(*pair, attention, p, pairs)
+
+    # Table 2: every group, each attention mapping function; F_mean^p is F_sum^p's map.
+    for (attention, p), error in {("sum", 1): 7.99, ("sum", 2): 7.93, ("sum", 4): 8.09,
+                                  ("max", 1): 8.08, ("mean", 4): 8.09}.items():
+        column, sources = paper(attention, p, "auto")
+        assert column["AT"] == error and column["student"] == 8.77 and column["KD"] == 7.41
+        assert column["F-ActT"] == 8.51
+        assert ("AT+KD" in column) == ((attention, p) == ("sum", 2))
+    assert "AT" not in paper("max", 2, "auto")[0]  # the paper has no F_max^2
+    assert paper("max", 1, "auto")[1] == ["Table 1's WRN-16-1 <- WRN-16-2 row",
+                                          "AT: Table 2's F_max^1 row"]
+    # §4.1.1: one loss, in the paper's group1, group2 or group3 (group0..2 here).
+    for group, error in {"group0": 8.11, "group1": 7.96, "group2": 7.97}.items():
+        column, sources = paper("sum", 2, group)
+        assert column["AT"] == error and "F-ActT" not in column and "AT+KD" not in column
+        assert sources[1] == (f"AT: §4.1.1's loss in the paper's group{int(group[-1]) + 1} "
+                              f"alone ({group} here)")
+    assert "AT" not in paper("sum", 2, "group1,group2")[0]
+    assert "AT" not in paper("max", 1, "group1")[0]
+    assert "AT" not in paper("sum", 1, "auto", ("WRN-16-1", "WRN-40-1"))[0]  # Table 2's pair only
+    assert paper("sum", 2, "auto", ("WRN-10-1", "WRN-10-2")) == ({}, [])
 
 
 # === finetune.py and imagenet.py: ResNet-18 <- ResNet-34 on a generated image folder ===
@@ -464,6 +634,13 @@ def test_finetune_recipe_freezes_stem_group0_and_bn_and_pairs_the_last_two_group
     assert {"conv1_conv", "conv1_bn", "v2_stack_0_block1_1_conv"} <= frozen  # stem and group0
     assert {"v2_stack_1_block1_1_conv", "v2_stack_3_block2_2_conv", "logits"} <= trainable
     assert not any(name.endswith("_bn") for name in trainable)  # every BN fixed
+    # Table 4's KD row: KD alone (alpha 0.9, T 4), never decayed, with the AT row's recipe.
+    training = example("_training")
+    kd = finetune.parser().parse_args(["data", "--beta", "0", "--alpha", "0.9"])
+    assert (kd.beta, kd.alpha, kd.temperature) == (0.0, 0.9, 4.0) and training.transfers(kd)
+    assert training.transfer_schedules(kd) == []
+    assert {k: v for k, v in vars(kd).items() if k not in ("beta", "alpha")} == {
+        k: v for k, v in vars(args).items() if k not in ("beta", "alpha")}
 
 
 def test_finetune_reads_cub_with_box_crops_and_central_evaluation_crop(tmp_path):

@@ -96,6 +96,31 @@ def test_backup_killed_while_written_resumes_bit_exact(tmp_path, straight):
         np.testing.assert_array_equal(full_weights[key], weights[key])
 
 
+def test_a_distiller_is_not_saved_as_legacy_h5(tmp_path, tiny_pair):
+    # Keras's legacy HDF5 writer failed on it with "The truth value of an array ... ambiguous".
+    with pytest.raises(ValueError, match=r"d\.h5\).*`\.keras` file.*save_weights"):
+        keras_at.Distiller(*tiny_pair).save(str(tmp_path / "d.h5"))
+    assert os.listdir(tmp_path) == []
+
+
+def test_backup_killed_between_its_weights_and_metadata_resumes_bit_exact(tmp_path, straight):
+    # Killed once the 3rd backup's weights (after batch 0 of epoch 2) are in place, before its
+    # training_metadata.json: the file beside them still says batch 1 of epoch 1. The position
+    # inside the weights file is the one resumed from.
+    _, full, full_weights = straight
+    backup = tmp_path / "backup"
+    proc, _ = worker(tmp_path, "killed", backup, "--save-freq", 3, "--kill-before-metadata", 3)
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    assert json.loads((backup / "training_metadata.json").read_text()) == {"epoch": 1, "batch": 1}
+    proc, out = worker(tmp_path, "resumed", backup, "--save-freq", 3)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    epochs, rest, weights = results(out)
+    assert epochs == [2, 3]
+    assert rest["loss"][1] == full["loss"][3]
+    for key in full_weights.files:
+        np.testing.assert_array_equal(full_weights[key], weights[key])
+
+
 def test_whole_distiller_saves_and_loads_with_safe_mode(tmp_path, tiny_data):
     x, y = tiny_data
     distiller = compiled(keras_at.Distiller(tiny_net(4, "s"), tiny_net(8, "t"), alpha=0.5,
@@ -267,13 +292,27 @@ distiller.save(path, overwrite=True)
 """
 
 
-def test_a_kill_during_save_leaves_the_previous_file(tmp_path):
+def test_a_kill_during_save_leaves_the_previous_file_and_the_next_save_cleans_up(tmp_path):
     path = tmp_path / "d.keras"
-    proc = subprocess.run([sys.executable, "-c", KILLED_SAVE, str(path), HERE],
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == -9, proc.stderr[-2000:]
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_SAVE, str(path), HERE],
+                            stderr=subprocess.PIPE, text=True)
+    stderr = proc.communicate(timeout=300)[1]
+    assert proc.returncode == -9, stderr[-2000:]
     assert path.read_bytes() == (tmp_path / "d.keras.good").read_bytes()
     assert keras.models.load_model(str(path)).beta == 1e3
+    # The killed save's temporary file is still there; the next save of d.keras removes it,
+    # but not one whose writer still runs, nor one of another target.
+    (left,) = [name for name in os.listdir(tmp_path) if name.startswith(".d.keras.")]
+    with subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"]) as live:
+        kept = [tmp_path / f".d.keras.{live.pid}-{'a' * 12}.tmp.keras",
+                tmp_path / f".other.keras.{proc.pid}-{'b' * 12}.tmp.keras"]
+        for name in kept:
+            name.write_bytes(b"partial")
+        os.utime(kept[0], (0, 0))  # old, but its writer is alive
+        keras_at.Distiller(tiny_net(4, "s"), tiny_net(8, "t")).save(str(path), overwrite=True)
+        live.kill()
+    assert not (tmp_path / left).exists()
+    assert all(name.exists() for name in kept)
 
 
 def failing_save(store):
@@ -353,6 +392,27 @@ def test_loading_weights_of_other_pairs_names_both_lists(tmp_path):
     same_width.beta, same_width.temperature = 5.0, 2.0
     same_width.load_weights(path)
     assert same_width.beta == 1e3 and same_width.temperature == 2.0
+
+
+@pytest.mark.parametrize("network, widths, suffix, hint_beta", [
+    ("student", (6, 8), ".weights.h5", 1.0),  # the same pairs, other adapters
+    ("teacher", (4, 12), ".keras", 0.0),
+])
+def test_loading_networks_of_other_widths_names_the_first_layer_that_differs(
+        tmp_path, network, widths, suffix, hint_beta):
+    path = str(tmp_path / f"d{suffix}")
+    saved = keras_at.Distiller(tiny_net(4, "s"), tiny_net(8, "t"), hint_beta=hint_beta)
+    (saved.save if suffix == ".keras" else saved.save_weights)(path)
+    other = keras_at.Distiller(tiny_net(widths[0], "s"), tiny_net(widths[1], "t"),
+                               hint_beta=hint_beta)
+    width, now = {"student": (4, widths[0]), "teacher": (8, widths[1])}[network]
+    with pytest.raises(ValueError, match=(
+            rf"d{suffix} does not fit this Distiller: the first layer whose shapes differ is the "
+            rf"{network}'s 'conv2d_\d+' \(saved as 'conv2d(_\d+)?'\), variable shapes saved "
+            rf"\[\(3, 3, 3, {width}\), \({width},\)\], now \[\(3, 3, 3, {now}\), \({now},\)\]\."
+    )) as caught:
+        other.load_weights(path)
+    assert "pairs" not in str(caught.value)
 
 
 # === Non-finite values ===

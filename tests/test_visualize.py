@@ -109,6 +109,73 @@ def test_pair_grid_rows_are_examples_and_columns_image_teacher_student_overlay()
     assert big.shape == (100, 400, 3)
 
 
+def test_plot_attention_functions_draws_figure_4s_grid_of_layers_and_functions(tmp_path):
+    """Rows: examples; columns: the image, then per group F_sum, F_sum^2, F_sum^4, F_max^1."""
+    import keras
+
+    model = tiny_net(4, "net")
+    path = tmp_path / "fig4.png"
+    figure = visualize.plot_attention_functions(model, images(5), path, max_images=3)
+    columns = 1 + 2 * 4  # group0 and group1 found by name, four functions each
+    assert len(figure.axes) == 3 * columns
+    titles = [axis.get_title() for axis in figure.axes[:columns]]
+    assert titles[0] == "image"
+    assert titles[1:5] == [f"group0\n$F_{{\\mathrm{{{r}}}}}^{{{p}}}$"
+                           for r, p in (("sum", 1), ("sum", 2), ("sum", 4), ("max", 1))]
+    assert titles[5].startswith("group1\n")
+    with Image.open(path) as png:
+        assert png.format == "PNG" and png.size == (columns * 150, 3 * 150)
+        assert np.asarray(png.convert("RGB")).std() > 10  # not a blank page
+    # The panel of example 2, group1, F_max^1: max over channels of |A|, upsampled, coloured.
+    features = keras.Model(model.input, model.get_layer("group1").output)(images(5)[:3])
+    expected = np.abs(keras.ops.convert_to_numpy(features)).max(axis=-1)[2]
+    panel = figure.axes[2 * columns + 8].get_images()[0].get_array()
+    np.testing.assert_allclose(panel, visualize.colorize(visualize.upsample(expected, (16, 16))),
+                               atol=1e-5)
+    sum1, sum4 = (figure.axes[2 * columns + c].get_images()[0].get_array() for c in (5, 7))
+    assert not np.allclose(sum1, sum4)  # p changes the map
+    with pytest.raises(FileExistsError, match="fig4.png"):
+        visualize.plot_attention_functions(model, images(2), path)
+
+
+def test_plot_attention_functions_takes_layers_and_functions_and_checks_them():
+    import keras
+
+    inputs = keras.Input((16, 16, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="conv_a")(inputs)
+    x = keras.layers.Conv2D(4, 3, strides=2, padding="same", activation="relu", name="conv_b")(x)
+    head = keras.layers.Dense(3)(keras.layers.GlobalAveragePooling2D()(x))
+    plain = keras.Model(inputs, head)  # no groupN names: the last layer at each resolution
+    assert len(visualize.plot_attention_functions(plain, images(2)).axes) == 2 * (1 + 2 * 4)
+    figure = visualize.plot_attention_functions(plain, images(2), layers=["conv_b"],
+                                                functions=[("sum", 3)])
+    assert [axis.get_title() for axis in figure.axes[:2]] == [
+        "image", "conv_b\n$F_{\\mathrm{sum}}^{3}$"]
+    with pytest.raises(ValueError, match="reduction"):
+        visualize.plot_attention_functions(plain, images(2), functions=[("median", 2)])
+    with pytest.raises(ValueError, match="p=-1"):
+        visualize.plot_attention_functions(plain, images(2), functions=[("sum", -1)])
+    with pytest.raises(ValueError, match=r"\(reduction, p\) pair"):
+        visualize.plot_attention_functions(plain, images(2), functions=["sum"])
+    with pytest.raises(ValueError, match="non-empty list of layer names"):
+        visualize.plot_attention_functions(plain, images(2), layers="conv_b")
+    with pytest.raises(ValueError, match="no layer named 'conv_c'.*conv_a"):
+        visualize.plot_attention_functions(plain, images(2), layers=["conv_c"])
+
+
+def test_plot_attention_functions_on_the_authors_resnet_shows_its_four_groups():
+    from test_authors_resnet import random_params
+
+    from keras_at import models
+
+    model = models.load_authors_resnet(random_params(18), input_shape=(64, 64, 3))
+    figure = visualize.plot_attention_functions(
+        model, np.random.default_rng(0).normal(size=(2, 64, 64, 3)).astype("float32"))
+    titles = [axis.get_title().split("\n")[0] for axis in figure.axes[:17]]
+    assert titles == ["image"] + [f"group{g}" for g in range(4) for _ in range(4)]
+    assert len(figure.axes) == 2 * 17
+
+
 def test_import_keras_at_does_not_import_matplotlib():
     """keras_at imports with matplotlib unimportable; only drawing needs it.
 

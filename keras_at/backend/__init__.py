@@ -11,10 +11,12 @@ between backends is the plumbing around it, as in Keras's own trainers
   respect to them, inside the step's own differentiation (double backprop);
 - `compiled(function, variables)`: a function of tensors compiled once and reading the
   variables' current values at each call (the teacher's J_T);
-- `check_labels(y, classes, whole)`: the step's label check, which must run inside the
-  compiled step (the labels' values are not known while it is traced);
+- `check_labels(y, classes, whole, ignore_class)`: the step's label check, which must run
+  inside the compiled step (the labels' values are not known while it is traced);
 - `check_same_batch(student, teacher, message)`: two tensors' batch sizes compared inside the
   compiled step, where they were unknown while it was traced (TensorFlow);
+- `linear_map(function, x)`: `function(x)` for a map linear in the images (a resize),
+  differentiable twice, as gradient AT differentiates the student's input gradient;
 - `replicas()`: the number of replicas one loss value is summed over.
 
 `keras_at.backend.tensorflow` and `keras_at.backend.jax` each define all of them; this
@@ -40,7 +42,8 @@ check_labels = _impl.check_labels
 check_same_batch = _impl.check_same_batch
 compiled = _impl.compiled
 input_gradient = _impl.input_gradient
+linear_map = _impl.linear_map
 replicas = _impl.replicas
 
 __all__ = ["BACKEND", "Trainer", "check_labels", "check_same_batch", "compiled",
-           "input_gradient", "replicas"]
+           "input_gradient", "linear_map", "replicas"]

@@ -59,6 +59,11 @@ def input_gradient(tap, function, x):
     return jacobian, aux
 
 
+def linear_map(function, x):
+    """`function(x)`: JAX differentiates image resizes any number of times as they are."""
+    return function(x)
+
+
 def compiled(function, variables=()):
     """`function` under `jax.jit`, reading `variables`' current values at each call.
 
@@ -78,9 +83,10 @@ def compiled(function, variables=()):
     return call
 
 
-def check_labels(y, classes: int, whole: bool):
+def check_labels(y, classes: int, whole: bool, ignore_class=None):
     """`y`, after a host callback in the compiled step that raises when a label is outside
-    `[0, classes)` (or, with `whole`, a float label has a fractional part), naming the values.
+    `[0, classes)` and is not `ignore_class` (or, with `whole`, a float label has a fractional
+    part), naming the values.
 
     JAX reports the error as a `JaxRuntimeError` whose message holds the `ValueError`'s; the
     Distiller's `fit`, `evaluate` and `predict` raise the `ValueError` itself
@@ -95,11 +101,14 @@ def check_labels(y, classes: int, whole: bool):
                 raise ValueError(
                     f"Float labels must be whole class indices; fractional labels: {fractional}"
                 )
-        outside = np.unique(y[(y < 0) | (y >= classes)])
-        if outside.size:
-            raise ValueError(
-                f"Labels must be in [0, {classes}), the student's classes; got labels: {outside}"
-            )
+        outside = (y < 0) | (y >= classes)
+        allowed = f"[0, {classes}), the student's classes"
+        if ignore_class is not None:
+            outside &= y != ignore_class
+            allowed += f", or {ignore_class}, the loss's ignore_class"
+        if outside.any():
+            raise ValueError(f"Labels must be in {allowed}; got labels: "
+                             f"{np.unique(y[outside])}")
 
     jax.debug.callback(report, y)
     return y

@@ -35,6 +35,30 @@ def input_gradient(tap, function, x):
     return tape.gradient(value, x), aux
 
 
+def linear_map(function, x):
+    """`function(x)` for a `function` linear in the images `x`, differentiable any number of
+    times.
+
+    TensorFlow registers no gradient for the gradient of a bilinear resize (it is "not
+    differentiable"), so gradient AT through a resize would silently lose its second
+    derivative. A linear map's gradient is its transpose, and the transpose's gradient is the
+    map itself: both are given here as custom gradients.
+    """
+
+    @tf.custom_gradient
+    def apply(x):
+        return function(x), transpose
+
+    @tf.custom_gradient
+    def transpose(upstream):
+        with tf.GradientTape(watch_accessed_variables=False) as tape:
+            tape.watch(x)
+            y = function(x)
+        return tape.gradient(y, x, output_gradients=upstream), apply
+
+    return apply(x)
+
+
 def compiled(function, variables=()):
     """`function` as a `tf.function` traced once per input signature; it reads `variables`
     live, as TensorFlow functions do."""
@@ -42,9 +66,10 @@ def compiled(function, variables=()):
     return tf.function(function, reduce_retracing=True)
 
 
-def check_labels(y, classes: int, whole: bool):
-    """`y`, made to wait for an in-graph assertion that its labels are in `[0, classes)` (and,
-    with `whole`, that float labels have no fractional part), printing the offending values."""
+def check_labels(y, classes: int, whole: bool, ignore_class=None):
+    """`y`, made to wait for an in-graph assertion that its labels are in `[0, classes)` or equal
+    to `ignore_class` (and, with `whole`, that float labels have no fractional part), printing
+    the offending values."""
     with tf.name_scope(LABEL_CHECK_SCOPE):
         checks = []
         if whole:
@@ -54,8 +79,12 @@ def check_labels(y, classes: int, whole: bool):
                 "Float labels must be whole class indices; fractional labels:",
             ))
         outside = (y < 0) | (y >= tf.cast(classes, y.dtype))
+        allowed = f"[0, {classes}), the student's classes"
+        if ignore_class is not None:
+            outside &= tf.not_equal(y, tf.cast(ignore_class, y.dtype))
+            allowed += f", or {ignore_class}, the loss's ignore_class"
         checks.append(_assert_none(
-            outside, y, f"Labels must be in [0, {classes}), the student's classes; got labels:"
+            outside, y, f"Labels must be in {allowed}; got labels:"
         ))
         with tf.control_dependencies(checks):
             return tf.identity(y)
@@ -77,7 +106,8 @@ def _assert_none(bad, y, message):
     """
 
     def fail():
-        offending, _ = tf.unique(tf.reshape(tf.boolean_mask(y, bad), [-1]))
+        # Flat first: a retraced step may know neither tensor's rank.
+        offending, _ = tf.unique(tf.boolean_mask(tf.reshape(y, [-1]), tf.reshape(bad, [-1])))
         check = tf.debugging.Assert(False, [message, offending], summarize=20)
         with tf.control_dependencies([check]):
             return tf.constant(False)

@@ -21,7 +21,7 @@ class Trainer:
         _refuse()
 
 
-check_labels = compiled = input_gradient = replicas = _refuse
+check_labels = compiled = input_gradient = linear_map = replicas = _refuse
 
 
 def check_same_batch(student, teacher, message: str):

@@ -24,6 +24,11 @@ from keras_at.models.batch_norm import BatchNorm
 # Torch's BatchNorm: running = 0.9 * running + 0.1 * batch, eps = 1e-5.
 BN_MOMENTUM = 0.9
 BN_EPSILON = 1e-5
+# The layers that compute the logits: float32 under a mixed policy ("mixed_bfloat16",
+# "mixed_float16"), as Keras's mixed-precision guide advises, so that the softmax, the losses
+# and the exported model read float32 logits. Under the default float32 policy this changes
+# nothing: the same layers, names, weights and outputs.
+LOGITS_DTYPE = "float32"
 
 
 # === Initialisers and regularisers ===
@@ -67,12 +72,14 @@ def conv2d(
     use_bias: bool = False,
     weight_decay: float = 0.0,
     init_mode: str = "fan_in",
+    dtype: str | None = None,
 ):
     """A Conv2D with Torch's `padding=kernel_size // 2`, He normal init and coupled L2 decay.
 
     At stride 1 an odd kernel with "same" padding is exactly Torch's symmetric padding. At
     stride 2 it is not (TensorFlow puts the extra row/column at the bottom/right), so the input
-    is zero-padded explicitly and the convolution is "valid".
+    is zero-padded explicitly and the convolution is "valid". `dtype` is the layer's dtype
+    policy; `None` is the global one.
     """
     pad = kernel_size // 2
     if strides != 1 and pad:
@@ -90,6 +97,7 @@ def conv2d(
         kernel_initializer=he_normal(init_mode),
         kernel_regularizer=reg,
         bias_regularizer=reg if use_bias else None,
+        dtype=dtype,
         name=name,
     )(x)
 
@@ -108,12 +116,16 @@ def batch_norm(x, name: str, weight_decay: float = 0.0):
 
 
 def dense(x, units: int, name: str, weight_decay: float = 0.0):
-    """The classifier: He normal kernel (fan_in), zero bias, both decayed as Torch does."""
+    """The classifier: He normal kernel (fan_in), zero bias, both decayed as Torch does.
+
+    It computes in float32 whatever the global dtype policy (`LOGITS_DTYPE`).
+    """
     reg = coupled_l2(weight_decay)
     return keras.layers.Dense(
         units,
         kernel_initializer=he_normal("fan_in"),
         kernel_regularizer=reg,
         bias_regularizer=reg,
+        dtype=LOGITS_DTYPE,
         name=name,
     )(x)

@@ -6,7 +6,7 @@ import keras
 
 from keras_at._validate import check_int
 from keras_at.models import _layers
-from keras_at.models._layers import check_weight_decay, conv2d
+from keras_at.models._layers import LOGITS_DTYPE, check_weight_decay, conv2d
 
 # Channels of the three groups. Each group is a 3x3, a 1x1 and a 1x1 convolution of that width
 # (paper §3.1); the widths grow with depth, as in ResNets, and are chosen for the paper's
@@ -47,7 +47,8 @@ def nin(
     of convolutions, as the student's are convolution outputs. `group2` feeds the classifier
     convolution, not a pooling layer, so it keeps its ReLU either way. The parameter count
     does not depend on `relu_before_pool`. Kernels are He normal (fan_in, untruncated, as
-    Torch's `kaiming_normal_`); BN scales U(0, 1) as Torch's BN.
+    Torch's `kaiming_normal_`); BN scales U(0, 1) as Torch's BN. Under a mixed dtype policy
+    the classifier and its pooling compute in float32: the logits are float32.
 
     Args:
         variant: `"thin"` (group widths 64, 96, 112: 0.21M parameters) or `"wide"`
@@ -106,8 +107,11 @@ def nin(
                 x = keras.layers.Activation("relu", name=act_name)(x)
         if pool:
             x = pool(3, strides=2, padding="same", name=f"pool{g}")(x)
-    x = conv2d(x, num_classes, 1, "classifier", use_bias=True, weight_decay=weight_decay)
-    logits = keras.layers.GlobalAveragePooling2D(name="logits")(x)
+    # The classifier and its pooling in float32 under a mixed policy: the pooling would
+    # otherwise cast the classifier's float32 maps back to bfloat16 / float16.
+    x = conv2d(x, num_classes, 1, "classifier", use_bias=True, weight_decay=weight_decay,
+               dtype=LOGITS_DTYPE)
+    logits = keras.layers.GlobalAveragePooling2D(name="logits", dtype=LOGITS_DTYPE)(x)
     default_name = f"nin-{variant}" if use_bn else f"nin-{variant}-nobn"
     if pool_relu != use_bn:
         default_name += "-poolrelu" if pool_relu else "-nopoolrelu"

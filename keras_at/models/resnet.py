@@ -55,7 +55,9 @@ def resnet(
     the backbone's own in one passed in. The libraries differ in padding: keras-hub pads
     stride-2 layers symmetrically as Torch does; keras-cv pads them "same" (the extra
     row/column at the bottom/right, windows shifted by a pixel). The library is imported when
-    this function is called, not with `keras_at.models`.
+    this function is called, not with `keras_at.models`. Under a mixed dtype policy the
+    classifier computes in float32 (the logits are float32); the backbone's layers keep the
+    policies they were built with.
 
     Args:
         depth: 18 or 34.

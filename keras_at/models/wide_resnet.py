@@ -54,7 +54,9 @@ def wide_resnet(
 
     Convolutions have no bias; conv and dense kernels are He normal (fan_in, untruncated, as
     `torch.nn.init.kaiming_normal_`), BN scales U(0, 1) as Torch's BN, and stride-2 3x3
-    convolutions pad one pixel on every side, as Torch's `padding=1`.
+    convolutions pad one pixel on every side, as Torch's `padding=1`. Under a mixed dtype
+    policy (`keras.mixed_precision.set_global_policy("mixed_bfloat16")`) the classifier
+    computes in float32: the logits are float32.
 
     Args:
         depth: total depth, `6 * n + 4` (16, 22, 28, 40, ...).
