@@ -124,8 +124,10 @@ class FlatGraph:
         self.nodes, self.aliases, self.pyramid = [], {}, set()
         self._producer = {}
         self._grids, self._features = [], None
+        self._names = {}  # operation name -> id of the operation holding it in this graph
         dtype = model.inputs[0].dtype if is_graph_model(model) else "float32"
         self.inputs = keras.Input(shape=tuple(input_shape), dtype=dtype, name=f"{role}_images")
+        self._names[self.inputs._keras_history.operation.name] = None
         graph = _inlined_graph(model) if is_graph_model(model) else None
         if graph is not None:
             outputs = self._run(graph, [self.inputs], "", None)
@@ -157,7 +159,7 @@ class FlatGraph:
             self.aliases.setdefault(path, outputs)
             self._mark_pyramid(operation, path)
             return outputs
-        outputs = operation(*args, **kwargs)
+        outputs = self._unique(operation, path)(*args, **kwargs)
         flat_inputs = keras.tree.flatten((args, kwargs))
         parents = tuple(sorted({self._producer[id(t)] for t in flat_inputs
                                 if id(t) in self._producer}))
@@ -167,6 +169,21 @@ class FlatGraph:
             self._producer[id(tensor)] = index
         self._grids.append(self._grid_of(index))
         return outputs
+
+    def _unique(self, operation, path: str):
+        """`operation`, or an alias of it under a new name where another holds its name.
+
+        A model's operations need unique names, and two nested models may each hold a
+        `conv1` (an ensemble of two ResNets).
+        """
+        if self._names.setdefault(operation.name, id(operation)) == id(operation):
+            return operation
+        name, suffix = path.replace("/", "_"), 1
+        while name in self._names:
+            suffix += 1
+            name = f"{path.replace('/', '_')}_{suffix}"
+        self._names[name] = id(operation)
+        return _Alias(operation, name)
 
     def _grid_of(self, index):
         """The patch grid node `index` declares or makes, else the one its inputs came from."""
@@ -247,6 +264,25 @@ class FlatGraph:
                       and not isinstance(node.operation, _NORMALIZATIONS))
             depths.append(own + max((depths[p] for p in node.parents), default=0))
         return depths
+
+
+class _Alias(keras.layers.Layer):
+    """Calls `operation` under another name: its weights, its training flag, its dtype."""
+
+    def __init__(self, operation, name: str):
+        policy = getattr(operation, "dtype_policy", None)
+        super().__init__(name=name, dtype=policy, autocast=False)
+        self.operation = operation
+        self._allow_non_tensor_positional_args = True
+        self.built = True
+
+    def call(self, *args, training=None, **kwargs):
+        if training is not None and "training" in getattr(self.operation, "_call_context_args", ()):
+            kwargs["training"] = training
+        return self.operation(*args, **kwargs)
+
+    def compute_output_spec(self, *args, training=None, **kwargs):
+        return self.operation.compute_output_spec(*args, **kwargs)
 
 
 _NORMALIZATIONS = (keras.layers.BatchNormalization, keras.layers.LayerNormalization,
