@@ -97,9 +97,14 @@ def _patch_grid(operation):
 
 
 def _token_layout(tokens: int, grid):
-    """`(extra tokens, (h, w))` of `tokens` tokens: the grid's patches after a few leading ones."""
-    if grid is not None and 0 <= tokens - grid[0] * grid[1] <= MAX_EXTRA_TOKENS:
-        return tokens - grid[0] * grid[1], grid
+    """`(extra tokens, (h, w))` of `tokens` tokens: the grid's patches after a few leading ones.
+
+    Without a known grid, the square with the fewest leading tokens; tokens that do not fit a
+    known grid (pooled, merged) are not a map.
+    """
+    if grid is not None:
+        extra = tokens - grid[0] * grid[1]
+        return (extra, grid) if 0 <= extra <= MAX_EXTRA_TOKENS else None
     for extra in range(min(MAX_EXTRA_TOKENS, tokens) + 1):
         side = math.isqrt(tokens - extra)
         if side >= 2 and side * side == tokens - extra:
@@ -154,7 +159,8 @@ class FlatGraph:
         path = prefix + operation.name
         graph = _inlined_graph(operation)
         if graph is not None:
-            outputs = self._run(graph, keras.tree.flatten(args[0]), path + "/",
+            inputs = args[0] if args else kwargs["inputs"]
+            outputs = self._run(graph, keras.tree.flatten(inputs), path + "/",
                                 kwargs.get("training", training))
             self.aliases.setdefault(path, outputs)
             self._mark_pyramid(operation, path)

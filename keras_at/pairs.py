@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+import warnings
 
 import keras
 
@@ -190,32 +191,40 @@ def auto_pairs(student, teacher) -> list[tuple[str, str]]:
 def _refuse_input_level(chosen, student: FlatGraph, teacher: FlatGraph) -> None:
     """A `ValueError` when the rule found only layers at the network's doorstep.
 
-    A network whose blocks cannot be reached (an opaque subclassed layer behind a
-    1x1 convolution) shows only what precedes them: pairing that would train attention
-    transfer on an input convolution, silently. Explicit pairs can still name such layers.
+    A network whose blocks cannot be reached (an opaque subclassed layer behind a 1x1
+    convolution) shows only what precedes them: pairing that would train attention transfer on
+    an input convolution, silently, so it is an error (explicit pairs can still name such
+    layers). A single pair at the input resolution while deeper resolutions go unpaired may
+    be right (a student that never downsamples) or the same trap one block later: a warning.
     """
     depths = {id(g): g.weighted_depth() for g in (student, teacher)}
 
     def shallow(graph, info):
         return info.layer is not None and depths[id(graph)][info.index] <= 1
 
-    image = tuple(student.inputs.shape[1:3])
-    only_shallow = all(shallow(student, s) or shallow(teacher, t) for s, t in chosen)
-    single_at_input = (
-        len(chosen) == 1
-        and tuple(chosen[0][0].shape[:2]) == image
-        and any(info.shape[0] * info.shape[1] < image[0] * image[1]
-                for graph in (student, teacher) for info in _candidates(graph))
-    )
-    if only_shallow or single_at_input:
+    named = [(s.name, t.name) for s, t in chosen]
+    if all(shallow(student, s) or shallow(teacher, t) for s, t in chosen):
         raise ValueError(
-            f"pairs='auto' would pair only {[(s.name, t.name) for s, t in chosen]}: layers at "
-            "the input that precede every block of the network, while deeper layers exist "
-            "that the other network has no match for (or cannot show: a subclassed layer "
-            "inside a functional model is one opaque layer). Attention transfer there would "
-            "train an input convolution, not the network's attention. Name the layers to "
-            "compare with pairs=[(student_layer, teacher_layer), ...] (paths such as "
+            f"pairs='auto' would pair only {named}: layers at the input that precede every "
+            "block of the network, as when the network's blocks are inside a subclassed "
+            "layer, which a functional model shows as one opaque layer. Attention transfer "
+            "there would train an input convolution, not the network's attention. Name the "
+            "layers to compare with pairs=[(student_layer, teacher_layer), ...] (paths such as "
             "'backbone/layer' reach nested models)."
+        )
+    image = tuple(student.inputs.shape[1:3])
+    unpaired = sorted({
+        tuple(info.shape[:2])
+        for graph in (student, teacher) for info in _candidates(graph)
+        if info.shape[0] * info.shape[1] < image[0] * image[1]
+    }, reverse=True)
+    if len(chosen) == 1 and tuple(chosen[0][0].shape[:2]) == image and unpaired:
+        warnings.warn(
+            f"pairs='auto' pairs only {named}, at the input resolution {image}, while "
+            f"resolutions {unpaired} of one network have no match in the other. If a network's "
+            "deeper layers are hidden (a subclassed layer), name the pairs: pairs=[(student_"
+            "layer, teacher_layer), ...].",
+            stacklevel=4,
         )
 
 

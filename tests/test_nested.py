@@ -177,6 +177,22 @@ def test_auto_pairs_refuse_a_pairing_of_input_level_layers_only():
         ("group0", "color")]
 
 
+def test_a_single_pair_at_the_input_resolution_is_warned_about():
+    def plain(name, strides):
+        inputs = keras.Input((16, 16, 3))
+        x = keras.layers.Conv2D(4, 3, padding="same", activation="relu")(inputs)
+        x = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name=f"{name}_full")(x)
+        if strides:
+            x = keras.layers.Conv2D(8, 3, strides=2, padding="same", name=f"{name}_half")(x)
+        x = keras.layers.GlobalAveragePooling2D()(x)
+        return keras.Model(inputs, keras.layers.Dense(5)(x), name=name)
+
+    # A student that never downsamples: its one resolution is the input's.
+    with pytest.warns(UserWarning, match=r"pairs only \[\('s_full', 't_full'\)\], at the input "
+                                         r"resolution \(16, 16\), while resolutions \[\(8, 8\)\]"):
+        assert auto_pairs(plain("s", 0), plain("t", 2)) == [("s_full", "t_full")]
+
+
 # === Each network runs once per step; the training flag and BatchNorm reach inner layers ===
 
 
