@@ -75,12 +75,14 @@ def test_keras_hub_resnet_teacher_pairs_inside_its_backbone_at_the_students_size
     distiller = keras_at.Distiller(student, teacher)
     # The teacher reads any size: the student's 64x64 gives the resolutions. The backbone's
     # pyramid_outputs (its stack outputs) are its taps below the stem.
-    assert distiller.pairs == [
-        ("activation", "res_net_backbone/conv1_relu"),
-        ("expanded_conv_project_bn", "res_net_backbone/stack0_block0_out"),
-        ("expanded_conv_2_add", "res_net_backbone/stack1_block0_out"),
-        ("expanded_conv_7_add", "res_net_backbone/stack2_block0_out"),
+    assert [t for _, t in distiller.pairs] == [
+        "res_net_backbone/conv1_relu", "res_net_backbone/stack0_block0_out",
+        "res_net_backbone/stack1_block0_out", "res_net_backbone/stack2_block0_out",
     ]
+    # The stem's hard-swish Activation has a name Keras numbers per session.
+    assert distiller.pairs[0][0].startswith("activation")
+    assert [s for s, _ in distiller.pairs[1:]] == [
+        "expanded_conv_project_bn", "expanded_conv_2_add", "expanded_conv_7_add"]
     teacher_before = [w.copy() for w in teacher.get_weights()]  # moving statistics included
     history = fit(distiller, 64)
     assert np.isfinite(history["at_loss"][0]) and history["at_loss"][0] > 0
