@@ -213,6 +213,8 @@ def _refuse_input_level(chosen, student: FlatGraph, teacher: FlatGraph) -> None:
             "'backbone/layer' reach nested models)."
         )
     image = tuple(student.inputs.shape[1:3])
+    if None in image:  # resized inside the networks: no input resolution to compare with
+        return
     unpaired = sorted({
         tuple(info.shape[:2])
         for graph in (student, teacher) for info in _candidates(graph)
