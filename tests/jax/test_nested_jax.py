@@ -2,7 +2,7 @@
 
 keras-hub imports TensorFlow where it is installed, so these networks are Keras's own:
 functional models nested in functional models, and a functional ViT (tests/nested_models.py).
-About 30 seconds on two CPU cores.
+About 40 s of CPU (two minutes on two shared cores), mostly XLA compiles.
 """
 
 import os
