@@ -67,8 +67,9 @@ class Distiller(backend.Trainer, keras.Model):
             or subclassed returning `{"logits": ..., name: feature_map}`); a keras-hub task
             reads the images its preprocessor makes (`keras_at.hub`).
         teacher: built Keras model returning logits, same input shape.
-        pairs: `"auto"`, or a list of `(student_layer_name, teacher_layer_name)`;
-            `[]` for no activation pairs.
+        pairs: `"auto"`, or a list of `(student_layer_name, teacher_layer_name)`, a layer
+            inside a nested model named by its path `"backbone/layer"`; `[]` for no
+            activation pairs.
         beta: weight of `sum(at_loss)` over pairs (1e3, the paper's). The default suits
             the authors' optimizer, SGD with momentum; with Adam use about 10:
             in `benchmarks/beta_grid.py`'s run (`docs/beta_grid.md`) Adam's student was a
@@ -82,8 +83,10 @@ class Distiller(backend.Trainer, keras.Model):
             teacher's J_T can be computed once instead (`cached_gradient_dataset`).
         symmetry_beta: weight of eq. 6, `0.5 * mean_b ||J_S(x) - flip(J_S(flip x))||²`.
         input_grad_penalty: weight of `0.5 * mean_b ||J_S||²` (Drucker & LeCun).
-        input_shape: `(H, W, C)`, needed when both networks are subclassed; it also fixes the
-            raw image size of a keras-hub task whose image converter resizes (`keras_at.hub`).
+        input_shape: `(H, W, C)`, needed only when both networks are subclassed, or both
+            built for any image size `(None, None, C)` and paired by resolution; it also fixes
+            the raw image size of a keras-hub task whose image converter resizes
+            (`keras_at.hub`).
         symmetry_output_beta: weight of the symmetry norm's outputs term,
             `0.5 * mean_b ||s(x) - s(flip x)||²` on the student's logits (§3.2: "l2 losses
             on the obtained attentions and outputs"; eq. 6 is `symmetry_beta`). It shares

@@ -27,14 +27,16 @@ class AttentionTransfer(keras.distillation.DistillationLoss):
 
     Which Distiller to use: `keras_at.Distiller` runs the student forward once
     per step (core's runs it twice: once for the logits, once in its feature
-    extractor), taps subclassed models that return a dict of features, pairs
+    extractor), taps subclassed models that return a dict of features, layers
+    inside nested models (by path, `"backbone/layer"`) and transformer tokens, pairs
     layers automatically (`pairs="auto"`), adds gradient-based AT, flip
     symmetry, KD and hints, and reads its loss weights from variables that
     callbacks such as `keras_at.callbacks.BetaScheduler` change during `fit`.
     `keras.distillation.Distiller` with `AttentionTransfer` is for code already
     written against core's API, or combining AT with core's other losses
     (`LogitsDistillation`, `FeatureDistillation`, your own); it needs
-    Functional or Sequential models.
+    Functional or Sequential models and top-level layers with 4-D outputs (`auto_pairs`
+    names nested layers by path, which core's Distiller cannot reach).
 
     Args:
         teacher_layer_name: name of the teacher layer with a 4-D `(B, H, W, C)` output.
@@ -97,11 +99,9 @@ class AttentionTransfer(keras.distillation.DistillationLoss):
             try:
                 layer = model.get_layer(name)
             except ValueError:
-                known = [info.name for info in list_features(model, role)]
-                raise ValueError(
-                    f"AttentionTransfer: the {role} {model.name!r} has no layer named {name!r}. "
-                    f"Layers with 4-D outputs: {known}."
-                ) from None
+                layer = None
+            if layer is None:
+                _refuse_unreachable(model, name, role)
             shape = layer.output.shape
             if len(shape) != 4:
                 raise ValueError(
@@ -133,3 +133,26 @@ class AttentionTransfer(keras.distillation.DistillationLoss):
     @classmethod
     def from_config(cls, config):
         return cls(**config)
+
+
+def _refuse_unreachable(model, name: str, role: str):
+    """The `ValueError` for a layer core's Distiller cannot reach: nested, or missing.
+
+    Core's Distiller taps `model.get_layer(name).output`, a top-level layer's; a layer inside a
+    nested model is not connected to the outer model's input.
+    """
+    features = list_features(model, role)
+    nested = [info.name for info in features
+              if info.name.endswith("/" + name) or info.name == name]
+    if nested:
+        raise ValueError(
+            f"AttentionTransfer: {name!r} is inside a nested model of the {role} "
+            f"{model.name!r} ({nested}), and keras.distillation.Distiller reaches only the "
+            "top-level layers (`model.get_layer(name)`). keras_at.Distiller pairs nested "
+            "layers by path: pairs=[(student_layer, 'backbone/layer'), ...]."
+        )
+    known = [info.name for info in features if "/" not in info.name and info.extra_tokens is None]
+    raise ValueError(
+        f"AttentionTransfer: the {role} {model.name!r} has no layer named {name!r}. "
+        f"Layers with 4-D outputs: {known}."
+    )

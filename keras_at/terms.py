@@ -28,6 +28,7 @@ from keras_at.losses import (
     task_loss,
     weighted_mean,
 )
+from keras_at.pairs import layer_safe
 from keras_at.weights import TERMS
 
 # Terms that read the activation pairs.
@@ -67,7 +68,7 @@ def hint_adapters(pairs, student, teacher, weight_decay: float = 0.0) -> list:
         conv = keras.layers.Conv2D(
             t_f.shape[-1], 1, use_bias=False, kernel_initializer="he_normal",
             kernel_regularizer=keras.regularizers.L2(weight_decay / 2) if weight_decay else None,
-            name=f"hint_adapter_{s_name}",
+            name=f"hint_adapter_{layer_safe(s_name)}",
         )
         conv.build(s_f.shape)
         adapters.append(conv)

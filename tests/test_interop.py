@@ -99,6 +99,18 @@ def test_layers_are_checked_when_core_distiller_is_built(tiny_pair):
         keras.distillation.Distiller(teacher, sub, [AttentionTransfer("group1", "conv")])
 
 
+def test_a_layer_inside_a_nested_model_is_refused_with_keras_at_distiller_named(tiny_pair):
+    student, _ = tiny_pair
+    inputs = keras.Input((16, 16, 3))
+    backbone = keras.Model(inputs, keras.layers.Conv2D(4, 3, name="conv")(inputs), name="bb")
+    teacher_inputs = keras.Input((16, 16, 3))
+    x = keras.layers.GlobalAveragePooling2D()(backbone(teacher_inputs))
+    teacher = keras.Model(teacher_inputs, keras.layers.Dense(5)(x))
+    with pytest.raises(ValueError, match=r"'conv' is inside a nested model.*\['bb/conv'\].*"
+                                         r"keras_at.Distiller pairs nested layers by path"):
+        keras.distillation.Distiller(teacher, student, [AttentionTransfer("conv", "group0")])
+
+
 def test_validate_outputs_accepts_different_shapes_and_refuses_non_maps():
     loss = AttentionTransfer("t", "s")
     loss.validate_outputs(np.zeros((2, 16, 16, 8)), np.zeros((2, 8, 8, 4)))
