@@ -144,12 +144,3 @@ def _agree(a, b) -> bool:
 
 def _whose(role: str) -> str:
     return "Distiller's `input_shape`" if role == "input_shape" else f"{role}'s"
-
-
-def check_class_counts(s_classes: int, t_classes: int, alpha) -> None:
-    """KD compares logits: with `alpha` > 0 both networks must have as many classes."""
-    if alpha and s_classes != t_classes:
-        raise ValueError(
-            f"KD (alpha={alpha}) needs the same number of classes, but the student has "
-            f"{s_classes} logits and the teacher {t_classes}."
-        )
