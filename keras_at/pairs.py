@@ -149,6 +149,26 @@ def _token_pairs(s_blocks: dict, t_blocks: dict, paired: list) -> list:
     return extra
 
 
+def _scale_pairs(s_blocks: dict, t_blocks: dict) -> list:
+    """Pairs at the same downsampling from each network's finest resolution, for networks that
+    share no resolution because they read the images at different sizes (a keras-hub task
+    whose image converter resizes 64x64 images to 48x48: its 24, 12, 6 pair with 32, 16, 8).
+
+    at_loss resizes the teacher's map to the student's, so such maps still compare.
+    """
+
+    def by_scale(blocks):
+        known = [hw for hw, info in blocks.items()
+                 if None not in hw and info.extra_tokens is None]
+        if not known:
+            return {}
+        top = max(known, key=lambda hw: hw[0] * hw[1])
+        return {(round(top[0] / hw[0], 1), round(top[1] / hw[1], 1)): hw for hw in known}
+
+    s_scales, t_scales = by_scale(s_blocks), by_scale(t_blocks)
+    return [(s_blocks[s_scales[k]], t_blocks[t_scales[k]]) for k in s_scales if k in t_scales]
+
+
 def auto_pairs(student, teacher) -> list[tuple[str, str]]:
     """The `pairs="auto"` rule of the API.
 
@@ -156,8 +176,9 @@ def auto_pairs(student, teacher) -> list[tuple[str, str]]:
     shared ones, matched by name. Otherwise, for each spatial resolution that
     both networks have, the last block output at that resolution, from the
     highest resolution to the lowest; a transformer's token map whose patch grid the other
-    network lacks pairs with the nearest resolution. Layers inside nested models count,
-    named by path (`"backbone/layer"`).
+    network lacks pairs with the nearest resolution. Networks that share no resolution
+    (one reads the images resized) pair their resolutions by downsampling from each one's
+    finest. Layers inside nested models count, named by path (`"backbone/layer"`).
 
     `student` and `teacher` are built Keras models (or their `keras_at._graph.FlatGraph`s).
     """
@@ -170,6 +191,8 @@ def auto_pairs(student, teacher) -> list[tuple[str, str]]:
     resolutions = [res for res in s_blocks if res in t_blocks]
     chosen = [(s_blocks[res], t_blocks[res]) for res in resolutions]
     chosen += _token_pairs(s_blocks, t_blocks, chosen)
+    if not chosen:
+        chosen = _scale_pairs(s_blocks, t_blocks)
     chosen.sort(key=lambda pair: -pair[0].shape[0] * pair[0].shape[1])
     if not chosen:
         open_size = [g.role for g in (student, teacher) if None in g.inputs.shape[1:3]]

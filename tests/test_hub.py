@@ -254,3 +254,25 @@ def test_exported_student_reads_raw_images_with_core_keras_layers(tmp_path):
     reloaded = keras.saving.load_model(path)
     np.testing.assert_allclose(reloaded.predict(x, verbose=0), student.predict(x, verbose=0),
                                rtol=1e-5, atol=1e-5)
+
+
+def test_auto_pairs_networks_that_read_the_images_at_different_sizes():
+    # The teacher's converter resizes 24x24 images to 16x16 (resolutions 8 and 4 inside it),
+    # the student reads them as they are (12 and 6): no shared resolution, so pairs="auto"
+    # matches them by downsampling from each network's finest, 12<->8 and 6<->4, and trains.
+    teacher = classifier("teacher", image_size=(16, 16))
+    inputs = keras.Input((24, 24, 3))
+    x = keras.layers.Rescaling(1 / 255)(inputs)
+    x = keras.layers.Conv2D(8, 3, strides=2, padding="same", activation="relu", name="s12")(x)
+    x = keras.layers.Conv2D(8, 3, strides=2, padding="same", activation="relu", name="s6")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    student = keras.Model(inputs, keras.layers.Dense(4, name="logits")(x))
+    distiller = keras_at.Distiller(student, teacher)
+    teacher_levels = [t for _, t in distiller.pairs]
+    assert [s for s, _ in distiller.pairs] == ["s12", "s6"]
+    shapes = [distiller._taps.teacher.outputs[i + 1].shape[1:3] for i in range(2)]
+    assert shapes == [(8, 8), (4, 4)], (teacher_levels, shapes)
+    distiller.compile(optimizer="sgd")
+    history = distiller.fit(raw_images(shape=(24, 24, 3)), labels(), batch_size=4, epochs=1,
+                            verbose=0)
+    assert np.isfinite(history.history["at_loss"][0]) and history.history["at_loss"][0] > 0
