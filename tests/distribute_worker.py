@@ -19,7 +19,7 @@ tf.config.set_logical_device_configuration(_cpu, [tf.config.LogicalDeviceConfigu
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-from conftest import plain_net as net  # noqa: E402  (no BN: replicas' statistics would differ)
+from conftest import plain_net as net  # noqa: E402  (no BN: one device's batch would differ)
 
 import keras_at  # noqa: E402
 from keras_at.models import BatchNorm  # noqa: E402
