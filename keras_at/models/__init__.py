@@ -6,9 +6,9 @@ called). Their batch norms are `BatchNorm`: Keras's layer on TensorFlow's fused 
 Torch's running variance; a saved model needs `import keras_at` to load it.
 """
 
-from keras_at.models.batch_norm import BatchNorm
+from keras_at.models.batch_norm import BatchNorm, synchronize_moving_statistics
 from keras_at.models.nin import nin
 from keras_at.models.resnet import resnet
 from keras_at.models.wide_resnet import wide_resnet
 
-__all__ = ["BatchNorm", "nin", "resnet", "wide_resnet"]
+__all__ = ["BatchNorm", "nin", "resnet", "synchronize_moving_statistics", "wide_resnet"]

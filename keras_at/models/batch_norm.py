@@ -118,7 +118,7 @@ class BatchNorm(keras.layers.BatchNormalization):
 
 
 def synchronize_moving_statistics(model) -> None:
-    """Gives every replica of `model`'s strategy the mean of the replicas' moving statistics.
+    """Gives every replica the mean over the replicas of each moving statistic in `model`.
 
     Under a `tf.distribute` strategy, each replica updates its own copy of a `BatchNorm`'s
     moving statistics and uses it in inference inside `strategy.run` (in `evaluate` and
@@ -140,7 +140,7 @@ def synchronize_moving_statistics(model) -> None:
         model = keras_at.models.wide_resnet(16, 1)
         model.compile(...)
     model.fit(x, y)
-    synchronize_moving_statistics(model)
+    keras_at.models.synchronize_moving_statistics(model)
     model.evaluate(x_test, y_test)
     ```
     """
