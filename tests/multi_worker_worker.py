@@ -5,7 +5,8 @@ worker. Each worker has one CPU device, so the cluster has two replicas. Modes:
 
 - `first`: plain Keras's `fit` (its error, if any, recorded as `plain`), the Distiller's
   `evaluate`, `fit` and `predict` on arrays, `fit` on an in-memory pipeline, and all three on
-  IMAGE_FOLDER's pipelines, recording the files decoded (results to OUT_JSON); then 3 epochs
+  IMAGE_FOLDER's pipelines, recording the files decoded, and (not in `single`) a student with
+  BatchNorm, saved to DIR/bn_student<worker index>.keras (results to OUT_JSON); then 3 epochs
   with BackupAndRestore
   in DIR/backup, TensorBoard and AttentionMapLogger in DIR/logs<worker index> (results to
   OUT_JSON.backup.json). `$KERAS_AT_CRASH_AT="worker:epoch:batch"` SIGKILLs that worker before
@@ -32,10 +33,11 @@ else:
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-from conftest import plain_net as net  # noqa: E402  (no BN: workers' statistics would differ)
+from conftest import plain_net as net  # noqa: E402  (no BN: one process's batch would differ)
 
 import keras_at  # noqa: E402
 from keras_at.data import folders  # noqa: E402
+from keras_at.models import BatchNorm  # noqa: E402
 
 BATCH = 16  # the global batch: 8 examples per worker
 DECODED = []  # the SHA-1 of each file this process decodes (folders.decode, spied on below)
@@ -89,6 +91,46 @@ def weights(model):
     return [w.tolist() for w in model.get_weights()]
 
 
+def bn_net(width, name):
+    """`net` with BatchNorms, the first on the images."""
+    inputs = keras.Input((16, 16, 3))
+    x = BatchNorm(momentum=0.5, name="bn_in")(inputs)
+    x = keras.layers.Conv2D(width, 3, padding="same")(x)
+    x = BatchNorm(momentum=0.5)(x)
+    x = keras.layers.ReLU(name="group0")(x)
+    x = keras.layers.Conv2D(2 * width, 3, strides=2, padding="same", activation="relu",
+                            name="group1")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, keras.layers.Dense(5)(x), name=name)
+
+
+def batch_norm_checks(directory):
+    """A student with BatchNorm, trained on the workers' halves of each batch (the second
+    shifted by +1), and saved by each worker: every weight as `get_weights` reads it and this
+    worker's own copy (what it computes with), predictions under the strategy and from the
+    saved file on this worker alone."""
+    x, y = data()
+    x[np.arange(len(x)) % BATCH >= BATCH // 2] += 1.0
+    keras.utils.set_random_seed(1)
+    with STRATEGY.scope():
+        distiller = keras_at.Distiller(bn_net(4, "s"), net(8, "t"), alpha=0.5)
+        distiller.compile(optimizer=keras.optimizers.SGD(0.1))
+    distiller.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0)
+    student = distiller.student
+    # Every worker saves: reading the statistics is a reduction over all workers.
+    path = os.path.join(directory, f"bn_student{STRATEGY.cluster_resolver.task_id}.keras")
+    student.save(path)
+    saved = keras.saving.load_model(path)  # outside the strategy: on this worker alone
+    return {
+        "path": path,
+        "weights": {w.path: w.numpy().tolist() for w in student.weights},
+        "copies": {w.path: [c.numpy().tolist() for c in w.value.values]
+                   for w in student.weights},
+        "predict": distiller.predict(x[:BATCH], batch_size=BATCH, verbose=0).tolist(),
+        "saved_predict": saved.predict(x[:BATCH], batch_size=BATCH, verbose=0).tolist(),
+    }
+
+
 def fit_checks():
     """plain Keras, then the Distiller's evaluate, fit (2 epochs) and predict."""
     x, y = data()
@@ -121,6 +163,8 @@ def fit_checks():
     result["pipeline"] = distiller.fit(pipeline, epochs=1, verbose=0).history
     result["pipeline_student"] = weights(distiller.student)
     result["folder"] = folder_checks(sys.argv[4], distiller)
+    if MODE != "single":
+        result["batch_norm"] = batch_norm_checks(sys.argv[3])
     return result
 
 

@@ -16,14 +16,20 @@ from keras_at.callbacks import BetaScheduler
 HERE = os.path.dirname(__file__)
 
 
-def test_mirrored_strategy_gives_global_means_and_the_same_update():
+@pytest.fixture(scope="module")
+def mirrored():
+    """distribute_worker.py's results: one process for every check on two CPU replicas."""
     weights = {"beta": 1e3, "alpha": 0.5, "hint_beta": 3.0, "grad_beta": 10.0,
                "symmetry_beta": 1.0, "input_grad_penalty": 1.0, "symmetry_output_beta": 1.0}
     out = subprocess.run(
         [sys.executable, os.path.join(HERE, "distribute_worker.py"), json.dumps(weights)],
-        capture_output=True, text=True, timeout=300, check=True,
+        capture_output=True, text=True, timeout=420, check=True,
     )
-    result = json.loads(out.stdout.strip().splitlines()[-1])
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def test_mirrored_strategy_gives_global_means_and_the_same_update(mirrored):
+    result = mirrored
     assert result["replicas"] == 2
     one, two = result["one"], result["two"]
     assert set(one) == set(two) >= {"loss", "task_loss", "at_loss", "kd_loss", "hint_loss",
@@ -49,6 +55,43 @@ def test_mirrored_strategy_gives_global_means_and_the_same_update():
             assert abs(weighted_one[key] - one[key]) > 1e-3 * abs(one[key]), key
     for w_one, w_two in zip(result["weighted_one_weights"], result["weighted_two_weights"]):
         np.testing.assert_allclose(np.array(w_two), np.array(w_one), rtol=1e-4, atol=1e-6)
+
+
+def test_batch_norm_statistics_are_the_mean_of_the_replicas_on_every_replica(mirrored):
+    result = mirrored["batch_norm"]
+    # A plain Keras fit on two replicas, 2 steps of 16 images, the second replica's 8 of each
+    # shifted by +1. Each replica's BatchNorm keeps its own exponential moving average
+    # (momentum 0.5, from 0 and 1) of its 8 images' mean and unbiased variance; saving and
+    # get_weights read the mean of the two. The mean equals the one-device moving mean here
+    # (equal halves, and the average is linear); the variance is the mean of the replicas'
+    # variances of their own halves, not the variance of the whole batch of 16.
+    pieces = np.array(result["x"]).reshape(2, 2, -1, 3)  # step, replica, position, channel
+    mean, variance = np.zeros((2, 3)), np.ones((2, 3))
+    for step in pieces:
+        mean = 0.5 * mean + 0.5 * step.mean(axis=1)
+        variance = 0.5 * variance + 0.5 * step.var(axis=1, ddof=1)
+    assert np.abs(mean[0] - mean[1]).min() > 0.3  # the replicas' own averages differ
+    copies, read = result["teacher"], result["teacher_read"]
+    for name, own in (("bn_in/moving_mean", mean), ("bn_in/moving_variance", variance)):
+        np.testing.assert_allclose(copies[name], own, rtol=1e-5, atol=1e-6, err_msg=name)
+        np.testing.assert_allclose(read[name], own.mean(axis=0), rtol=1e-5, atol=1e-6,
+                                   err_msg=name)
+    # That teacher (its copies made equal, as the Distiller does before fit) and a student with
+    # gradient AT (second derivatives through BatchNorm), on two replicas fed batches of two
+    # equal halves [h, h]: the same run as one device's fed h.
+    one, two = result["one"], result["two"]
+    assert set(one["history"]) >= {"loss", "at_loss", "kd_loss", "grad_at_loss"}
+    for key, values in one["history"].items():
+        np.testing.assert_allclose(two["history"][key], values, rtol=1e-4, err_msg=key)
+    for key, value in one["evaluate"].items():  # in inference: the moving statistics
+        assert two["evaluate"][key] == pytest.approx(value, rel=1e-4), key
+    for a, b in zip(one["weights"], two["weights"]):  # the student's, its statistics too
+        np.testing.assert_allclose(np.array(b), np.array(a), rtol=1e-4, atol=1e-6)
+    for model in ("student", "teacher"):  # every replica ends with the same statistics
+        for name, (first, second) in two[model].items():
+            np.testing.assert_array_equal(first, second, err_msg=f"{model} {name}")
+    for name, (first, _) in two["teacher"].items():
+        np.testing.assert_allclose(first, read[name], rtol=1e-6, err_msg=name)
 
 
 @pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])

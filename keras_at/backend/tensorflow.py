@@ -12,6 +12,7 @@ import tensorflow as tf
 from keras import ops
 
 from keras_at import _multi_worker
+from keras_at.models.batch_norm import synchronize_moving_statistics
 
 # The name scope of the label check's few ops in the traced step.
 LABEL_CHECK_SCOPE = "check_labels"
@@ -136,6 +137,22 @@ class Trainer:
         x, y, sample_weight, cached = self._unpack(data)
         logits, terms = self._terms(x, y, sample_weight, training=False, cached=cached)
         return self._record(x, y, logits, sample_weight, terms, self._total(terms))
+
+    # Each replica keeps its own BatchNorm statistics while it trains (no communication in the
+    # step): they are made the same on every replica, their mean, before the replicas use them.
+    def fit(self, *args, **kwargs):
+        synchronize_moving_statistics(self)  # a teacher trained by plain `fit` under the strategy
+        history = super().fit(*args, **kwargs)
+        synchronize_moving_statistics(self)
+        return history
+
+    def evaluate(self, *args, **kwargs):  # fit's validation too
+        synchronize_moving_statistics(self)
+        return super().evaluate(*args, **kwargs)
+
+    def predict(self, *args, **kwargs):
+        synchronize_moving_statistics(self)
+        return super().predict(*args, **kwargs)
 
     def _worker_callbacks(self, callbacks):
         """Under `MultiWorkerMirroredStrategy`, only the chief writes where a user looks."""

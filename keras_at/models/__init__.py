@@ -8,9 +8,12 @@ Torch's running variance; a saved model needs `import keras_at` to load it.
 core Keras layers."""
 
 from keras_at.models.authors_resnet import load_authors_resnet
-from keras_at.models.batch_norm import BatchNorm
+from keras_at.models.batch_norm import BatchNorm, synchronize_moving_statistics
 from keras_at.models.nin import nin
 from keras_at.models.resnet import resnet
 from keras_at.models.wide_resnet import wide_resnet
 
-__all__ = ["BatchNorm", "load_authors_resnet", "nin", "resnet", "wide_resnet"]
+__all__ = [
+    "BatchNorm", "load_authors_resnet", "nin", "resnet", "synchronize_moving_statistics",
+    "wide_resnet",
+]

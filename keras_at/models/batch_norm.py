@@ -3,6 +3,13 @@
 On TensorFlow, a training step runs one `FusedBatchNormV3` op and its gradient op, with a
 closed-form second derivative (`_fused_batch_norm`). On JAX, the same normalisation is written
 with `keras.ops` and JAX differentiates it to any order; XLA fuses its elementwise work.
+
+Under `tf.distribute`, the moving statistics are tf.keras 2's: each replica updates its own
+copy from its own batches, with no communication in the step, and a read outside a replica
+(saving, `get_weights`, a call outside `strategy.run`) is their mean over all replicas
+(`synchronization="on_read"`, `aggregation="mean"`). `synchronize_moving_statistics` makes
+every replica's copy that mean, so that the replicas also normalise alike in inference; the
+Distiller calls it before and after `fit`, and before `evaluate` and `predict`.
 """
 
 from __future__ import annotations
@@ -11,6 +18,9 @@ import keras
 from keras import ops
 
 _AXES = [0, 1, 2]
+# Keras's names for its exponential moving averages (renorm's too: Keras computes those).
+_MOVING_STATISTICS = ("moving_mean", "moving_variance", "moving_stddev", "renorm_mean",
+                      "renorm_stddev")
 
 
 @keras.saving.register_keras_serializable(package="keras_at")
@@ -25,6 +35,14 @@ class BatchNorm(keras.layers.BatchNormalization):
     order). Masks, renorm, synchronized statistics, an axis other than the last of a 4-D input,
     or another backend fall back to Keras's implementation.
 
+    Under a `tf.distribute` strategy each replica keeps its own moving statistics while it
+    trains, from its own share of each batch, and every read from outside the replicas (a
+    saved model, `get_weights`) sees their mean; `synchronize_moving_statistics(model)` gives
+    every replica that mean (the Distiller does so around `fit` and before `evaluate` and
+    `predict`). The mean of the replicas' moving means is the moving mean of the global
+    batches' means when the replicas' shares are the same size; the moving variance is the
+    mean of the replicas' (unbiased) variances of their own shares.
+
     Args:
         **kwargs: as `keras.layers.BatchNormalization`.
 
@@ -35,6 +53,26 @@ class BatchNorm(keras.layers.BatchNormalization):
     y = BatchNorm(momentum=0.9, epsilon=1e-5)(x)
     ```
     """
+
+    def add_weight(self, *args, name=None, **kwargs):
+        """Keras's, except that a moving statistic is each replica's own, read as their mean."""
+        if name not in _MOVING_STATISTICS or args:
+            return super().add_weight(*args, name=name, **kwargs)
+        # Keras's add_weight has no `synchronization`: the variable is made as a Metric makes
+        # its own, with the name, path and place among the weights that Keras gives it.
+        with keras.name_scope(self.name, caller=self):
+            variable = keras.Variable(
+                initializer=keras.initializers.get(kwargs["initializer"]),
+                shape=kwargs["shape"],
+                dtype=kwargs.get("dtype") or self.variable_dtype,
+                trainable=False,
+                autocast=kwargs.get("autocast", True),
+                aggregation="mean",
+                synchronization="on_read",
+                name=name,
+            )
+        self._track_variable(variable)
+        return variable
 
     def _own_path(self, inputs, mask) -> bool:
         return (
@@ -77,3 +115,41 @@ class BatchNorm(keras.layers.BatchNormalization):
         """Exponential moving averages; `variance` is the unbiased batch variance (Torch's)."""
         for moving, batch in ((self.moving_mean, mean), (self.moving_variance, variance)):
             moving.assign(moving * self.momentum + batch * (1.0 - self.momentum))
+
+
+def synchronize_moving_statistics(model) -> None:
+    """Gives every replica the mean over the replicas of each moving statistic in `model`.
+
+    Under a `tf.distribute` strategy, each replica updates its own copy of a `BatchNorm`'s
+    moving statistics and uses it in inference inside `strategy.run` (in `evaluate` and
+    `predict`), while saving and `get_weights` read their mean. This sets each copy to that
+    mean, so every replica, and every worker, normalises with the same statistics, the ones
+    saved. One reduction per statistic, across all workers: under
+    `MultiWorkerMirroredStrategy` every worker must call it at the same point. Outside a
+    strategy with several replicas (and on JAX) it does nothing. The Distiller calls it before
+    and after `fit` and before `evaluate` and `predict`; after a plain `model.fit`, call it
+    before `model.evaluate` or `model.predict` under the strategy.
+
+    Args:
+        model: a Keras model or layer; its `BatchNorm` layers at any depth are synchronised.
+
+    Example:
+
+    ```python
+    with strategy.scope():
+        model = keras_at.models.wide_resnet(16, 1)
+        model.compile(...)
+    model.fit(x, y)
+    keras_at.models.synchronize_moving_statistics(model)
+    model.evaluate(x_test, y_test)
+    ```
+    """
+    for variable in model.weights:
+        if variable.synchronization != "on_read" or variable.aggregation != "mean":
+            continue
+        strategy = getattr(variable.value, "distribute_strategy", None)  # tf.distribute's
+        if strategy is None or strategy.num_replicas_in_sync == 1:
+            continue
+        with strategy.scope():
+            # Read outside the replicas: their mean. Assigned there: every replica's copy.
+            variable.assign(variable.value)
