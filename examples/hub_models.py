@@ -144,40 +144,36 @@ def make_student(args, raw_shape):
     return hub_resnet("student", [64, 32, 64], image_size=32, scale=1 / 127.5, offset=-1.0)
 
 
-def batches(x, y, args, shuffle=True) -> tf.data.Dataset:
-    """Batches of raw images, shuffled in the same order for every network that trains."""
-    data = tf.data.Dataset.from_tensor_slices((x, y))
-    if shuffle:
-        data = data.shuffle(len(x), seed=args.seed)
-    return data.batch(args.batch_size)
-
-
 def fit(model, args, train, test, epochs) -> dict:
-    """Trains `model` with Adam; the history holds the test split's `val_` metrics."""
+    """Trains `model` with Adam on `train`, shuffled each epoch in the same order for every
+    network; the history holds the `test` split's `val_` metrics."""
     model.compile(keras.optimizers.Adam(args.lr),
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=["accuracy"])
-    # A task's fit applies its preprocessor to both datasets; `train` shuffles itself.
-    return model.fit(train, validation_data=test, epochs=epochs, shuffle=False,
-                     verbose=0).history
+    keras.utils.set_random_seed(args.seed)
+    # A new dataset for each network: one dataset's shuffle order goes on from fit to fit.
+    train = tf.data.Dataset.from_tensor_slices(train).shuffle(len(train[0]), seed=args.seed)
+    test = tf.data.Dataset.from_tensor_slices(test)
+    # A task's fit applies its preprocessor to both datasets (and would not shuffle arrays).
+    return model.fit(train.batch(args.batch_size), validation_data=test.batch(args.batch_size),
+                     epochs=epochs, shuffle=False, verbose=0).history
 
 
 def main(argv=None) -> None:
     args = parser().parse_args(argv)
-    (x_train, y_train), (x_test, y_test) = raw_digits(args.limit)
-    train = batches(x_train, y_train, args)
-    test = batches(x_test, y_test, args, shuffle=False)
+    train, test = raw_digits(args.limit)
+    raw_shape = train[0].shape[1:]
 
+    # Every network first: a preset that cannot be loaded stops the run before any training.
     teacher = make_teacher(args)
+    alone = make_student(args, raw_shape)
+    student = make_student(args, raw_shape)
+
     teacher_history = fit(teacher, args, train, test, args.teacher_epochs or args.epochs)
-
-    alone = make_student(args, x_train.shape[1:])
     alone_history = fit(alone, args, train, test, args.epochs)
-
-    student = make_student(args, x_train.shape[1:])
     # Both tasks resize, so either reads any size: input_shape fixes the raw images' size.
     distiller = keras_at.Distiller(student, teacher, beta=args.beta, alpha=args.alpha,
-                                   input_shape=x_train.shape[1:])
+                                   input_shape=raw_shape)
     print("pairs (student layer, teacher layer):")
     for pair in distiller.pairs:
         print(f"  {pair}")

@@ -56,20 +56,17 @@ def run_python_blocks(path: str) -> list[tuple[int, str, str | None]]:
 
 
 @pytest.fixture
-def fresh_keras(tmp_path, monkeypatch):
-    """A temporary working folder, Keras's layer numbering from 1 (the shown names carry it) and
-    the global dtype policy put back afterwards."""
+def guide_session(tmp_path, monkeypatch):
+    """A temporary working folder, no downloads, the global dtype policy put back afterwards."""
     pytest.importorskip("keras_hub")
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("KERAS_AT_OFFLINE", "1")
     policy = keras.config.dtype_policy()
-    keras.backend.clear_session()
     yield
     keras.config.set_dtype_policy(policy)
-    keras.backend.clear_session()
 
 
-def test_every_python_block_runs_and_prints_the_output_shown(fresh_keras):
+def test_every_python_block_runs_and_prints_the_output_shown(guide_session):
     results = run_python_blocks(GUIDE)
     assert len(results) >= 8
     for line, printed, shown in results:
