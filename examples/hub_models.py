@@ -25,6 +25,7 @@ is refused before anything is downloaded.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 
@@ -60,7 +61,8 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--teacher-epochs", type=int, default=None,
                    help="epochs of the teacher (default: --epochs)")
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--lr", type=float, default=1e-3, help="Adam's learning rate")
+    p.add_argument("--lr", type=float, default=1e-3,
+                   help="Adam's initial learning rate, decayed to 0 along a cosine")
     p.add_argument("--beta", type=float, default=10.0,
                    help="AT weight: with Adam keep it near 10 (the paper's 1e3 is SGD's)")
     p.add_argument("--alpha", type=float, default=0.0, help="KD weight (0: AT alone)")
@@ -145,9 +147,11 @@ def make_student(args, raw_shape):
 
 
 def fit(model, args, train, test, epochs) -> dict:
-    """Trains `model` with Adam on `train`, shuffled each epoch in the same order for every
-    network; the history holds the `test` split's `val_` metrics."""
-    model.compile(keras.optimizers.Adam(args.lr),
+    """Trains `model` with Adam, its learning rate decayed to 0 along a cosine, on `train`,
+    shuffled each epoch in the same order for every network; the history holds the `test`
+    split's `val_` metrics."""
+    steps = epochs * math.ceil(len(train[0]) / args.batch_size)
+    model.compile(keras.optimizers.Adam(keras.optimizers.schedules.CosineDecay(args.lr, steps)),
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=["accuracy"])
     keras.utils.set_random_seed(args.seed)
