@@ -19,7 +19,8 @@ the test accuracy of each network.
 a new 10-class head, and the teacher is fine-tuned on the digits before it teaches. Their
 weights are downloaded from the preset hub (Kaggle) on first use and cached; a preset folder on
 disk (`task.save_to_preset(folder)`) needs no download. With `KERAS_AT_OFFLINE=1` a preset name
-is refused before anything is downloaded.
+is refused before anything is downloaded. Needs keras-hub and scikit-learn (`pip install
+".[hub]"` in a checkout).
 """
 
 from __future__ import annotations
