@@ -722,3 +722,57 @@ def test_imagenet_mirrors_over_two_cpu_devices_and_switches_at_on_at_the_start_e
     penalty = [r["loss"] - r["task_loss"] for r in records]
     assert penalty[0] == pytest.approx(penalty[1], rel=0.01)
     assert penalty[2] - penalty[1] == pytest.approx(1e3 * records[2]["at_loss"], rel=0.01)
+
+
+# === hub_models.py: keras-hub tasks with their preprocessors, presets ===
+
+
+def test_hub_models_trains_a_keras_hub_teacher_and_student_on_raw_digits():
+    """About 50 s on two shared cores: imports and three networks traced; 64 digits, 1 epoch."""
+    pytest.importorskip("keras_hub")
+    result = ok(script("hub_models.py", "--limit", "64", "--epochs", "1", "--batch-size", "32",
+                       timeout=300))
+    lines = result.stdout.splitlines()
+    start = lines.index("pairs (student layer, teacher layer):")
+    # Inside each task's backbone, by path; the stem and every stack, as the guide shows.
+    assert lines[start + 1:start + 5] == [
+        f"  ('student/student_backbone/{layer}', 'teacher/teacher_backbone/{layer}')"
+        for layer in ("conv1_relu", "stack0_block0_out", "stack1_block0_out",
+                      "stack2_block0_out")
+    ]
+    epoch = lines[lines.index("history of the student with AT:") + 1]
+    values = dict(item.rsplit(" ", 1) for item in epoch.split(": ", 1)[1].split(", "))
+    assert {"loss", "task_loss", "at_loss", "accuracy", "val_loss", "val_accuracy"} <= set(values)
+    assert all(np.isfinite(float(v)) for v in values.values()), epoch
+    assert float(values["at_loss"]) > 0
+    for network in ("the teacher", "the student alone", "the student with AT"):
+        line = next(x for x in lines if x.startswith(f"test accuracy of {network}: "))
+        assert 0 <= float(line.rsplit(" ", 1)[1]) <= 1
+
+
+def test_hub_models_preset_says_it_needs_a_download_offline():
+    """KERAS_AT_OFFLINE=1: a preset name is refused before anything downloads or trains, the
+    student's as well as the teacher's (about 12 s: the imports)."""
+    pytest.importorskip("keras_hub")
+    result = script("hub_models.py", "--student-preset", "resnet_18_imagenet", timeout=120)
+    assert result.returncode != 0
+    assert ("--student-preset resnet_18_imagenet needs a download" in result.stderr
+            and "KERAS_AT_OFFLINE=1" in result.stderr), result.stderr[-2000:]
+    assert "Traceback" not in result.stderr and "pairs" not in result.stdout
+
+
+def test_hub_models_preset_whose_download_fails_exits_with_the_reason():
+    """Downloads allowed, but through a proxy that refuses connections (the handle names no
+    cached preset): the run stops at once, naming the preset and the connection error (about
+    12 s: the imports)."""
+    pytest.importorskip("keras_hub")
+    handle = "kaggle://keras/no_such_model/keras/none/1"
+    env = {key: value for key, value in ENV.items() if key != "KERAS_AT_OFFLINE"}
+    env.update(HTTPS_PROXY="http://127.0.0.1:9", HTTP_PROXY="http://127.0.0.1:9")
+    result = subprocess.run(
+        [sys.executable, os.path.join(EXAMPLES, "hub_models.py"), "--preset", handle],
+        capture_output=True, text=True, env=env, cwd=ROOT, timeout=120,
+    )
+    assert result.returncode != 0
+    assert f"--preset {handle}: the preset could not be loaded" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
