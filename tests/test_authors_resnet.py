@@ -188,8 +188,9 @@ def group_outputs(model, images):
 
 @pytest.mark.parametrize(
     "depth, layout, size",
-    [(18, "folded", 64), (18, "pre-activation", 64), (34, "folded", 48),
-     (34, "pre-activation", 50)],
+    [(18, "folded", 64), (18, "pre-activation", 64),
+     pytest.param(34, "folded", 48, marks=pytest.mark.slow),  # ResNet-34s
+     pytest.param(34, "pre-activation", 50, marks=pytest.mark.slow)],
 )
 def test_logits_and_group_outputs_equal_the_authors_forward(depth, layout, size):
     # ~2 s each. Even sizes are where Torch's stride-2 padding and Keras's "same" differ.
@@ -205,6 +206,7 @@ def test_logits_and_group_outputs_equal_the_authors_forward(depth, layout, size)
     assert model.count_params() == sum(v.size for v in params.values())
 
 
+@pytest.mark.slow  # ImageNet-size inputs
 def test_resnet18_at_224_equals_the_authors_forward_with_their_7x7_average_pool():
     # ~5 s: the authors' input size, where their avg_pool2d(7) sees the whole 7x7 map.
     params = random_params(18, "folded", num_classes=1000, seed=3)

@@ -85,6 +85,7 @@ def test_torch_reference_steps_train_the_student():
 
 
 @needs_jax
+@pytest.mark.slow  # Python processes
 def test_throughput_both_backends_in_one_table():
     table = run_throughput("--backend", "both", "--only", "teacher_forward", "--rounds", "2")
     assert "| variant | TensorFlow ms/step | median ms | JAX ms/step | median ms |" in table

@@ -16,6 +16,7 @@ from keras_at.callbacks import BetaScheduler
 HERE = os.path.dirname(__file__)
 
 
+@pytest.mark.slow  # a Python process with two CPU devices
 def test_mirrored_strategy_gives_global_means_and_the_same_update():
     weights = {"beta": 1e3, "alpha": 0.5, "hint_beta": 3.0, "grad_beta": 10.0,
                "symmetry_beta": 1.0, "input_grad_penalty": 1.0, "symmetry_output_beta": 1.0}
@@ -54,6 +55,7 @@ def test_mirrored_strategy_gives_global_means_and_the_same_update():
 @pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
 def test_mixed_precision_keeps_losses_in_float32(policy, tiny_data):
     x, y = tiny_data
+    previous = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(policy)
     try:
         student, teacher = tiny_net(4, "s"), tiny_net(8, "t")
@@ -65,7 +67,7 @@ def test_mixed_precision_keeps_losses_in_float32(policy, tiny_data):
         before = [w.copy() for w in student.get_weights()]
         history = distiller.fit(x, y, batch_size=32, epochs=2, verbose=0)
     finally:
-        keras.mixed_precision.set_global_policy("float32")
+        keras.mixed_precision.set_global_policy(previous)
     for key in ("loss", "at_loss", "kd_loss", "grad_at_loss"):
         assert np.all(np.isfinite(history.history[key])), key
     assert history.history["at_loss"][-1] < history.history["at_loss"][0]
@@ -86,6 +88,7 @@ class CountingDistiller(keras_at.Distiller):
 
 def test_step_is_traced_once_per_fit_while_weights_change(tiny_pair, tiny_data):
     x, y = tiny_data
+    CountingDistiller.traces = 0  # whatever an earlier run of this test counted
     distiller = CountingDistiller(*tiny_pair, alpha=0.5)
     distiller.compile(optimizer="sgd")
     schedule = BetaScheduler(lambda epoch, beta: 1e3 / (epoch + 1))

@@ -129,6 +129,7 @@ def test_batch_norm_becomes_keras_layer_with_same_settings_and_weights(exported)
         assert not {id(v) for v in core.weights} & {id(v) for v in original.weights}
 
 
+@pytest.mark.slow  # a Python process
 def test_exported_files_load_without_keras_at(exported, tmp_path):
     """One subprocess, with keras_at unimportable, loads every file in safe mode and predicts."""
     models, x, folder = exported

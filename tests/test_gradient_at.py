@@ -301,9 +301,10 @@ def test_symmetry_outputs_switched_on_by_a_callback_join_the_total_from_that_epo
 # === Teacher gradients computed once (gradient AT with a frozen teacher) ===
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def bn_teacher():
-    """A teacher with BN whose moving statistics differ from batch statistics."""
+    """A teacher with BN whose moving statistics differ from batch statistics, trained once;
+    tests use it as a Distiller's teacher, which never changes it."""
     x, y = data(32, seed=5)
     teacher = conv_net(8, True, "teacher", seed=1)
     teacher.compile(optimizer=keras.optimizers.SGD(0.1), loss=CE)
@@ -313,7 +314,10 @@ def bn_teacher():
 
 def test_teacher_input_gradients_equal_an_independent_tape(bn_teacher):
     x, y = data(40)
-    batch_statistics = input_gradient(bn_teacher, x, y, training=True)  # before it is frozen
+    # On a copy: a call in training mode moves the shared teacher's moving statistics.
+    copy = keras.models.clone_model(bn_teacher)
+    copy.set_weights(bn_teacher.get_weights())
+    batch_statistics = input_gradient(copy, x, y, training=True)
     distiller = compiled(keras_at.Distiller(conv_net(4, True, "s", 0), bn_teacher, pairs=[],
                                             grad_beta=1.0))
     expected = input_gradient(bn_teacher, x, y).numpy()
