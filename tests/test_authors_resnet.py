@@ -230,6 +230,7 @@ def test_a_strided_shortcut_without_bias_as_in_the_authors_imagenet_py():
     assert not np.allclose(logits, reference(with_bias, images)[0], rtol=1e-3)
 
 
+@pytest.mark.slow
 def test_groups_pair_by_name_with_keras_at_resnet18_and_the_model_saves(tmp_path):
     # ~10 s (the keras-cv ResNet-18 is most of it).
     import keras_at
@@ -355,6 +356,7 @@ def write_folder(root, counts):
                 root / name / f"{i}.png")
 
 
+@pytest.mark.slow  # runs examples/evaluate_imagenet.py twice
 def test_evaluate_imagenet_reports_the_single_crop_accuracy_in_sorted_folder_order(
         tmp_path, capsys):
     # ~6 s. Unequal classes, created out of order: a wrong class order changes the accuracy.

@@ -35,6 +35,7 @@ def run_throughput(*args):
     return out.stdout
 
 
+@pytest.mark.slow  # ~15 s: times five training variants
 def test_throughput_measures_each_variant_every_round_and_reports_its_ratios():
     variants = ["student", "teacher_forward", "at", "at_kd", "core_kd"]
     samples = throughput.measure(TINY, variants)

@@ -100,6 +100,7 @@ def test_step_is_traced_once_per_fit_while_weights_change(tiny_pair, tiny_data):
     assert history.history["alpha"] == pytest.approx([0.5, 0.4, 0.3])
 
 
+@pytest.mark.slow  # ~7 s: XLA compiles the step
 def test_jit_compile_is_an_option_with_the_same_losses(tiny_data):
     """XLA (off by default on CPU, Keras's "auto") compiles every term to the same values."""
     x, y = tiny_data

@@ -300,14 +300,16 @@ def test_default_names():
         (lambda: resnet(50), r"\[18, 34\].*depth=50"),
         (lambda: resnet(backbone="torch"), r"\['keras_cv', 'keras_hub'\].*'torch'"),
         (lambda: resnet(backbone=wide_resnet(16, 1)), "ResNetBackbone, got a Functional"),
-        (
+        pytest.param(  # a ResNet-34 backbone
             lambda: resnet(18, backbone=keras_hub_backbone([3, 4, 6, 3])),
             r"not the basic-block ResNet-18.*\[3, 4, 6, 3\].*pass depth=34",
+            marks=pytest.mark.slow,
         ),
-        (
+        pytest.param(
             # keras-cv's bottleneck "block": a ResNet-50.
             lambda: resnet(34, backbone=keras_cv_backbone([3, 4, 6, 3], block_type="block")),
             r"ResNet-34.*'block_type': 'block'.*'basic_block'",
+            marks=pytest.mark.slow,
         ),
         (
             lambda: resnet(18, backbone=keras_hub_backbone([2, 2, 2, 2], image_shape=(32, 32, 3))),
