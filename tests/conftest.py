@@ -1,11 +1,12 @@
 """Shared test setup: TensorFlow backend (JAX for tests/jax), quiet logs, deterministic seeds,
 the `slow` marker's rule and the networks several test files share.
 
-A test is marked `slow` (`make test-fast` leaves it out) when it launches a process, trains
-for epochs or builds an ImageNet-size network (ResNet-34, ResNet-50, 224x224 inputs). A
-fixture that does one of these is declared with `@slow_fixture`: every test using it is then
-marked `slow` by `pytest_collection_modifyitems`. A test outside `slow` that starts a Python
-interpreter fails, saying so.
+A test is marked `slow` (`make test-fast` leaves it out) when it launches a process, builds
+an ImageNet-size network (ResNet-34, ResNet-50, 224x224 inputs) or takes more than about 3 s
+on its own, as training for several epochs does (README, Development). A fixture that does
+one of these is declared with `@slow_fixture`: every test using it is then marked `slow` by
+`pytest_collection_modifyitems`. A test outside `slow` that starts a Python interpreter
+fails, saying so.
 """
 
 import contextlib
@@ -32,8 +33,9 @@ SLOW_FIXTURES = set()
 
 
 def slow_fixture(*args, **kwargs):
-    """`pytest.fixture` for a fixture that launches a process or trains for epochs: every test
-    that uses it, directly or through other fixtures, is marked `slow`."""
+    """`pytest.fixture` for a fixture that launches a process, trains for epochs or builds an
+    ImageNet-size network: every test that uses it, directly or through other fixtures, is
+    marked `slow`."""
 
     def decorate(function):
         SLOW_FIXTURES.add(kwargs.get("name", function.__name__))

@@ -289,7 +289,7 @@ KILLED_SAVE = """
 import os, shutil, signal, sys
 sys.path.insert(0, sys.argv[2])
 import keras_at
-from conftest import slow_fixture, tiny_net
+from conftest import tiny_net
 
 path = sys.argv[1]
 distiller = keras_at.Distiller(tiny_net(4, "s"), tiny_net(8, "t"))
@@ -308,7 +308,10 @@ def test_a_kill_during_save_leaves_the_previous_file_and_the_next_save_cleans_up
     path = tmp_path / "d.keras"
     proc = subprocess.Popen([sys.executable, "-c", KILLED_SAVE, str(path), HERE],
                             stderr=subprocess.PIPE, text=True)
-    stderr = proc.communicate(timeout=300)[1]
+    try:
+        stderr = proc.communicate(timeout=300)[1]
+    finally:
+        proc.kill()  # only if it outlived the timeout
     assert proc.returncode == -9, stderr[-2000:]
     assert path.read_bytes() == (tmp_path / "d.keras.good").read_bytes()
     assert keras.models.load_model(str(path)).beta == 1e3
@@ -429,8 +432,9 @@ def test_loading_networks_of_other_widths_names_the_first_layer_that_differs(
 
 # === Non-finite values ===
 def nan_dropping_net(name):
-    """`tiny_net` whose first convolution's NaN outputs become 0, as oneDNN's kernels can make
-    them: a NaN image gives finite logits and loss, but NaN kernel gradients."""
+    """A two-group CNN like `tiny_net` whose first convolution's NaN outputs become 0, as
+    oneDNN's kernels can make them: a NaN image gives finite logits and loss, but NaN kernel
+    gradients, whatever TF_ENABLE_ONEDNN_OPTS says."""
     inputs = keras.Input((16, 16, 3))
     x = keras.layers.Conv2D(4, 3, padding="same")(inputs)
     x = keras.layers.Lambda(lambda t: keras.ops.where(keras.ops.isnan(t), 0.0, t))(x)
