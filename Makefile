@@ -1,4 +1,5 @@
-# Two commands on a fresh machine: `make demo` and `make test`. `make smoke` tests the wheel.
+# Two commands on a fresh machine: `make demo` and `make test`. `make smoke` tests the wheel;
+# `make test-fast` is the suite without the tests marked slow (README, Development).
 VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
@@ -8,7 +9,7 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 # oneDNN convolutions also on CPUs where TensorFlow leaves them off (no AVX-512): a WRN training step 1.8x faster here.
 export TF_ENABLE_ONEDNN_OPTS ?= 1
 
-.PHONY: demo test test-jax smoke lint bench clean
+.PHONY: demo test test-fast test-jax smoke lint bench clean
 
 # Every dependency is fetched once, as a wheel kept in $(WHEELS), and installed from there: make
 # smoke installs the package into a second, fresh venv from the same wheels without fetching
@@ -28,12 +29,17 @@ test: $(VENV)/.installed
 	$(PY) -m ruff check keras_at examples tests benchmarks scripts setup.py
 	$(PY) -m pytest -q
 
+# Without the tests that launch processes, train for epochs or build ImageNet-size networks.
+test-fast: $(VENV)/.installed
+	$(PY) -m ruff check keras_at examples tests benchmarks scripts setup.py
+	$(PY) -m pytest -q -m "not slow"
+
 # The JAX backend where TensorFlow is not installed: a second venv, from the same wheels, with
-# only setup.py's REQUIRES_WITHOUT_TENSORFLOW, jax[cpu] and pytest, and keras-at without its
-# dependencies (tests/test_release.py checks this list against setup.py's).
+# only setup.py's REQUIRES_WITHOUT_TENSORFLOW, jax[cpu], pytest and pytest-timeout, and keras-at
+# without its dependencies (tests/test_release.py checks this list against setup.py's).
 JAX_VENV ?= .venv-jax
 JAX_PY := $(JAX_VENV)/bin/python
-JAX_REQUIREMENTS := "keras>=3.12" numpy matplotlib scikit-learn pillow "jax[cpu]" pytest
+JAX_REQUIREMENTS := "keras>=3.12" numpy matplotlib scikit-learn pillow "jax[cpu]" pytest pytest-timeout
 
 $(JAX_VENV)/.installed: setup.py keras_at/_version.py
 	rm -rf $(JAX_VENV)

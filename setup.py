@@ -72,7 +72,8 @@ setup(
         # ai-edge-litert: LiteRT's interpreter, which replaces tf.lite.Interpreter (deprecated
         # in TensorFlow 2.21), runs the exported TFLite files in tests/test_export.py; it has
         # no Windows wheel, where the tests run TensorFlow's interpreter instead.
-        "test": ["pytest", "ruff", "keras-hub>=0.32", "build", "uv", "jax[cpu]",
-                 "ai-edge-litert>=2.3; platform_system != 'Windows'"],
+        # pytest-timeout: pyproject.toml's per-test time limit.
+        "test": ["pytest", "pytest-timeout", "ruff", "keras-hub>=0.32", "build", "uv",
+                 "jax[cpu]", "ai-edge-litert>=2.3; platform_system != 'Windows'"],
     },
 )

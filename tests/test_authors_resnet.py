@@ -188,8 +188,9 @@ def group_outputs(model, images):
 
 @pytest.mark.parametrize(
     "depth, layout, size",
-    [(18, "folded", 64), (18, "pre-activation", 64), (34, "folded", 48),
-     (34, "pre-activation", 50)],
+    [(18, "folded", 64), (18, "pre-activation", 64),
+     pytest.param(34, "folded", 48, marks=pytest.mark.slow),  # ResNet-34s
+     pytest.param(34, "pre-activation", 50, marks=pytest.mark.slow)],
 )
 def test_logits_and_group_outputs_equal_the_authors_forward(depth, layout, size):
     # ~2 s each. Even sizes are where Torch's stride-2 padding and Keras's "same" differ.
@@ -205,6 +206,7 @@ def test_logits_and_group_outputs_equal_the_authors_forward(depth, layout, size)
     assert model.count_params() == sum(v.size for v in params.values())
 
 
+@pytest.mark.slow  # ImageNet-size inputs
 def test_resnet18_at_224_equals_the_authors_forward_with_their_7x7_average_pool():
     # ~5 s: the authors' input size, where their avg_pool2d(7) sees the whole 7x7 map.
     params = random_params(18, "folded", num_classes=1000, seed=3)
@@ -228,6 +230,7 @@ def test_a_strided_shortcut_without_bias_as_in_the_authors_imagenet_py():
     assert not np.allclose(logits, reference(with_bias, images)[0], rtol=1e-3)
 
 
+@pytest.mark.slow
 def test_groups_pair_by_name_with_keras_at_resnet18_and_the_model_saves(tmp_path):
     # ~10 s (the keras-cv ResNet-18 is most of it).
     import keras_at
@@ -353,6 +356,7 @@ def write_folder(root, counts):
                 root / name / f"{i}.png")
 
 
+@pytest.mark.slow  # runs examples/evaluate_imagenet.py twice
 def test_evaluate_imagenet_reports_the_single_crop_accuracy_in_sorted_folder_order(
         tmp_path, capsys):
     # ~6 s. Unequal classes, created out of order: a wrong class order changes the accuracy.

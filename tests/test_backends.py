@@ -24,6 +24,7 @@ def run_step(backend, directory):
 
 @pytest.mark.skipif(importlib.util.find_spec("jax") is None,
                     reason="JAX is not installed (the test extra installs jax[cpu])")
+@pytest.mark.slow  # Python processes
 def test_one_step_on_jax_equals_tensorflow_for_every_term(tmp_path):
     tf_out = run_step("tensorflow", tmp_path)  # builds the networks, saves their weights
     jax_out = run_step("jax", tmp_path)  # loads them

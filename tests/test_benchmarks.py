@@ -35,6 +35,7 @@ def run_throughput(*args):
     return out.stdout
 
 
+@pytest.mark.slow  # ~15 s: times five training variants
 def test_throughput_measures_each_variant_every_round_and_reports_its_ratios():
     variants = ["student", "teacher_forward", "at", "at_kd", "core_kd"]
     samples = throughput.measure(TINY, variants)
@@ -85,6 +86,7 @@ def test_torch_reference_steps_train_the_student():
 
 
 @needs_jax
+@pytest.mark.slow  # Python processes
 def test_throughput_both_backends_in_one_table():
     table = run_throughput("--backend", "both", "--only", "teacher_forward", "--rounds", "2")
     assert "| variant | TensorFlow ms/step | median ms | JAX ms/step | median ms |" in table

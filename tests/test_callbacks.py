@@ -153,6 +153,7 @@ def save_and_stop(path):
     return action
 
 
+@pytest.mark.slow  # 4 runs of 4 epochs
 def test_resuming_a_mid_epoch_checkpoint_applies_that_epochs_schedule_once(tmp_path):
     # The weights saved mid-epoch 2 hold beta and alpha as epoch 2's schedules set them; the
     # resumed run begins epoch 2 again (as BackupAndRestore(save_freq=N) does).
@@ -417,6 +418,7 @@ def interrupted(tmp_path):
     return backup, x, y
 
 
+@pytest.mark.slow  # ~5 s: three runs
 def test_a_resume_with_a_smaller_batch_size_starts_after_the_same_examples(interrupted):
     backup, x, y = interrupted
     with pytest.warns(UserWarning, match=r"after 3 batches of 24 \(72 examples\) of epoch 1 .*"
@@ -456,6 +458,7 @@ def test_a_resume_that_cannot_start_where_the_backup_stopped_is_refused(
     assert getattr(model.train_function, "__func__", None) is not BackupAndRestore._skip_step
 
 
+@pytest.mark.slow  # three runs
 def test_a_backup_from_before_the_position_was_in_its_weights_still_resumes(interrupted):
     # Such a backup held its position in training_metadata.json alone.
     import h5py

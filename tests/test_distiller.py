@@ -37,6 +37,7 @@ def fashion_subset(n):
     return ((x / 255.0 - 0.286) / 0.353).astype("float32"), y
 
 
+@pytest.mark.slow  # two WRN-16s trained 3 epochs on 256 images
 def test_wrn_fit_shrinks_attention_gap_and_never_touches_the_teacher():
     x, y = fashion_subset(256)
     student = wide_resnet(16, 1, input_shape=(28, 28, 1))

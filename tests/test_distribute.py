@@ -8,7 +8,7 @@ import sys
 import keras
 import numpy as np
 import pytest
-from conftest import tiny_net
+from conftest import slow_fixture, tiny_net
 
 import keras_at
 from keras_at.callbacks import BetaScheduler
@@ -16,7 +16,7 @@ from keras_at.callbacks import BetaScheduler
 HERE = os.path.dirname(__file__)
 
 
-@pytest.fixture(scope="module")
+@slow_fixture(scope="module")  # a Python process with two CPU devices
 def mirrored():
     """distribute_worker.py's results: one process for every check on two CPU replicas."""
     weights = {"beta": 1e3, "alpha": 0.5, "hint_beta": 3.0, "grad_beta": 10.0,
@@ -97,6 +97,7 @@ def test_batch_norm_statistics_are_the_mean_of_the_replicas_on_every_replica(mir
 @pytest.mark.parametrize("policy", ["mixed_bfloat16", "mixed_float16"])
 def test_mixed_precision_keeps_losses_in_float32(policy, tiny_data):
     x, y = tiny_data
+    previous = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy(policy)
     try:
         student, teacher = tiny_net(4, "s"), tiny_net(8, "t")
@@ -108,7 +109,7 @@ def test_mixed_precision_keeps_losses_in_float32(policy, tiny_data):
         before = [w.copy() for w in student.get_weights()]
         history = distiller.fit(x, y, batch_size=32, epochs=2, verbose=0)
     finally:
-        keras.mixed_precision.set_global_policy("float32")
+        keras.mixed_precision.set_global_policy(previous)
     for key in ("loss", "at_loss", "kd_loss", "grad_at_loss"):
         assert np.all(np.isfinite(history.history[key])), key
     assert history.history["at_loss"][-1] < history.history["at_loss"][0]
@@ -129,6 +130,7 @@ class CountingDistiller(keras_at.Distiller):
 
 def test_step_is_traced_once_per_fit_while_weights_change(tiny_pair, tiny_data):
     x, y = tiny_data
+    CountingDistiller.traces = 0  # whatever an earlier run of this test counted
     distiller = CountingDistiller(*tiny_pair, alpha=0.5)
     distiller.compile(optimizer="sgd")
     schedule = BetaScheduler(lambda epoch, beta: 1e3 / (epoch + 1))
@@ -140,6 +142,7 @@ def test_step_is_traced_once_per_fit_while_weights_change(tiny_pair, tiny_data):
     assert history.history["alpha"] == pytest.approx([0.5, 0.4, 0.3])
 
 
+@pytest.mark.slow  # ~7 s: XLA compiles the step
 def test_jit_compile_is_an_option_with_the_same_losses(tiny_data):
     """XLA (off by default on CPU, Keras's "auto") compiles every term to the same values."""
     x, y = tiny_data

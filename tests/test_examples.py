@@ -17,6 +17,7 @@ import time
 import keras
 import numpy as np
 import pytest
+from conftest import slow_fixture
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 EXAMPLES = os.path.join(ROOT, "examples")
@@ -32,7 +33,7 @@ TINY = ["--dataset", "digits", "--depth", "10", "--width", "1", "--teacher-depth
         "--teacher-width", "2", "--limit", "128", "--test-limit", "128", "--batch-size", "32"]
 
 
-def script(name: str, *args: str, timeout: float = 240) -> subprocess.CompletedProcess:
+def script(name: str, *args: str, timeout: float = 480) -> subprocess.CompletedProcess:
     return subprocess.run(
         [sys.executable, os.path.join(EXAMPLES, name), *map(str, args)],
         capture_output=True, text=True, env=ENV, cwd=ROOT, timeout=timeout,
@@ -62,7 +63,7 @@ def event_files(directory) -> list[str]:
     return [f for _, _, files in os.walk(directory) for f in files if "tfevents" in f]
 
 
-@pytest.fixture(scope="module")
+@slow_fixture(scope="module")
 def cifar_run(tmp_path_factory):
     """One AT run of cifar.py that trains its teacher first: the run directory."""
     run_dir = tmp_path_factory.mktemp("cifar") / "at"
@@ -107,17 +108,22 @@ def test_cifar_resumes_a_killed_run_to_the_same_epochs(cifar_run, tmp_path):
     run_dir = tmp_path / "at-kd"
     args = [*TINY, "--limit", "256", "--epochs", "4", "--lr-epochs", "2,3", "--alpha", "0.9",
             "--teacher", cifar_run / "teacher.keras", "--out", run_dir]
-    process = subprocess.Popen(
-        [sys.executable, os.path.join(EXAMPLES, "cifar.py"), *map(str, args)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=ENV, cwd=ROOT,
-    )
-    # Written after the weights: the first epoch's backup is complete.
+    log = tmp_path / "killed.log"  # a file, not a pipe: its output can never block it
+    with open(log, "wb") as output:
+        process = subprocess.Popen(
+            [sys.executable, os.path.join(EXAMPLES, "cifar.py"), *map(str, args)],
+            stdout=output, stderr=subprocess.STDOUT, env=ENV, cwd=ROOT,
+        )
+    # Written after the weights: the first epoch's backup is complete. (No deadline here:
+    # pytest-timeout's stops a run that never writes it.)
     backup = run_dir / "backup_student" / "training_metadata.json"
-    deadline = time.time() + 180
-    while not backup.exists() and process.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    output = process.communicate()[0].decode()
+    try:
+        while not backup.exists() and process.poll() is None:
+            time.sleep(0.05)
+    finally:
+        process.kill()
+        process.wait()
+    output = log.read_text()
     assert process.returncode == -signal.SIGKILL, f"finished before it was killed:\n{output}"
     done = [r["epoch"] for r in history(run_dir)["student"]]
     assert 1 <= len(done) < 4 and not (run_dir / "student.keras").exists()
@@ -283,7 +289,7 @@ needs_fashion_mnist = pytest.mark.skipif(
 )
 
 
-@pytest.fixture(scope="module")
+@slow_fixture(scope="module")
 def table3_run(tmp_path_factory):
     """One gradient_at.py run of three rows: (run directory, stdout)."""
     out = tmp_path_factory.mktemp("table3") / "run"
@@ -331,6 +337,7 @@ def test_gradient_at_teachers_learn_by_table1s_recipe_by_default(table3_run):
                 "random crop + flip.") in f.read()
 
 
+@pytest.mark.slow  # a Python process
 def test_gradient_at_trains_a_bn_free_teacher_by_the_students_recipe(tmp_path):
     """--no-teacher-batch-norm --teacher-recipe table3: NIN-wide without BN, lr 0.01, no decay."""
     import keras_at.models  # noqa: F401
@@ -413,6 +420,8 @@ def test_gradient_at_states_table3s_unpublished_settings_as_choices():
 # === reproduce.py ===
 
 
+@pytest.mark.slow  # Python processes: 6 runs of cifar.py
+@pytest.mark.timeout(900)
 def test_reproduce_writes_table_json_and_plot_for_the_nin_row(tmp_path):
     """Two seeds, each with its own teacher (--teacher-seeds 2), AT with F_max^1 maps on two
     groups: the flags reach every cifar.py run, and results.md/.json/.png say what ran."""
@@ -425,7 +434,7 @@ def test_reproduce_writes_table_json_and_plot_for_the_nin_row(tmp_path):
                        "--teacher-epochs", "1", "--lr-epochs", "", "--test-every", "1",
                        "--seeds", "2", "--teacher-seeds", "2", "--methods", "student,AT",
                        "--attention", "max", "--p", "1", "--pairs", "group1,group2",
-                       "--out", out, timeout=500))
+                       "--out", out, timeout=800))
     table = (out / "results.md").read_text()
     assert table in result.stdout  # printed at the end, as `make demo` shows it
     assert table.startswith("# NIN-thin student, NIN-wide teacher, AT with F_max^1 maps, pairs "
@@ -578,7 +587,7 @@ def image_folder(tmp_path_factory):
 RESNET_TINY = ["--image-size", "64", "--batch-size", "8", "--epochs", "1", "--lr-epochs", ""]
 
 
-@pytest.fixture(scope="module")
+@slow_fixture(scope="module")
 def finetune_run(image_folder, tmp_path_factory):
     run_dir = tmp_path_factory.mktemp("finetune") / "at"
     result = ok(script("finetune.py", image_folder, *RESNET_TINY, "--out", run_dir))
@@ -697,14 +706,13 @@ def test_imagenet_defaults_are_table5s_and_the_transfer_start_is_a_function_of_t
         imagenet.main(["data", "--epochs", "3", "--transfer-start-epoch", "4"])
 
 
+@pytest.mark.slow  # a Python process
 def test_imagenet_mirrors_over_two_cpu_devices_and_switches_at_on_at_the_start_epoch(
-        image_folder, tmp_path):
-    from keras_at import models
-
+        image_folder, tmp_path, resnet34):
     # A freshly initialised ResNet-34 (finite features; finetune_run's teacher, trained with
     # random-init BN fixed, has exploded to NaN maps).
     teacher = tmp_path / "r34.keras"
-    models.resnet(34, 2, (64, 64, 3)).save(teacher)
+    resnet34.save(teacher)
     result = ok(script("imagenet.py", image_folder, *RESNET_TINY, "--cpu-replicas", "2",
                        "--epochs", "3", "--lr", "0.01", "--lr-epochs", "2,3",
                        "--transfer-start-epoch", "3", "--limit", "8", "--test-limit", "4",

@@ -22,6 +22,7 @@ import keras_hub
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import slow_fixture
 
 import keras_at
 from keras_at.export import to_core_keras
@@ -98,7 +99,7 @@ def _batch_norms(model):
             yield layer
 
 
-@pytest.fixture(scope="module")
+@slow_fixture(scope="module")  # ~10 s: every family, two ResNet-18s among them
 def exported(tmp_path_factory):
     """{name: (original, exported model, path)} and the shared input batch."""
     folder = tmp_path_factory.mktemp("export")
@@ -129,6 +130,7 @@ def test_batch_norm_becomes_keras_layer_with_same_settings_and_weights(exported)
         assert not {id(v) for v in core.weights} & {id(v) for v in original.weights}
 
 
+@pytest.mark.slow  # a Python process
 def test_exported_files_load_without_keras_at(exported, tmp_path):
     """One subprocess, with keras_at unimportable, loads every file in safe mode and predicts."""
     models, x, folder = exported
@@ -339,7 +341,8 @@ def test_models_return_float32_logits_under_a_mixed_policy(family):
         assert mixed.count_params() == usual.count_params()
 
 
-@pytest.fixture(scope="module", params=["mixed_bfloat16", "mixed_float16"])
+@pytest.fixture(scope="module", params=[
+    "mixed_bfloat16", pytest.param("mixed_float16", marks=pytest.mark.slow)])  # ~8 s more
 def mixed(request, tmp_path_factory):
     """A WRN-10-1 student trained 2 steps under a mixed policy, exported float32 and as is."""
     folder = tmp_path_factory.mktemp(request.param)

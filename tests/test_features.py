@@ -1,5 +1,5 @@
-"""Taps and `pairs="auto"` on models users bring: keras.applications, keras_at's ResNets,
-models of different sizes, subclassed models."""
+"""Taps and `pairs="auto"` on models users bring: keras.applications, models of different
+sizes, subclassed models (keras_at's ResNets: tests/test_models.py)."""
 
 import keras
 import numpy as np
@@ -12,6 +12,7 @@ from keras_at.features import auto_pairs
 CE = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
+@pytest.mark.slow  # ImageNet-size networks
 def test_mobilenetv2_student_from_resnet50_teacher_pairs_by_resolution():
     student = keras.applications.MobileNetV2(
         weights=None, alpha=0.35, input_shape=(96, 96, 3), classes=10,
@@ -37,15 +38,6 @@ def test_mobilenetv2_student_from_resnet50_teacher_pairs_by_resolution():
     assert np.isfinite(history["at_loss"][0]) and history["at_loss"][0] > 0
     for before, after in zip(teacher_weights, teacher.get_weights()):
         np.testing.assert_array_equal(before, after)
-
-
-def test_resnet18_student_from_resnet34_teacher_pairs_the_four_groups():
-    student = keras_at.models.resnet(18, num_classes=5, input_shape=(64, 64, 3))
-    teacher = keras_at.models.resnet(34, num_classes=5, input_shape=(64, 64, 3))
-    distiller = keras_at.Distiller(student, teacher)
-    assert distiller.pairs == [(f"group{g}", f"group{g}") for g in range(4)]
-    history = fit_one_epoch(distiller, 64, 5)
-    assert np.isfinite(history["at_loss"][0]) and history["at_loss"][0] > 0
 
 
 def test_block_outputs_skip_preprocessing_padding_and_1x1_maps():

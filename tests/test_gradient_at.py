@@ -13,6 +13,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from conftest import slow_fixture
 
 import keras_at
 from keras_at.backend.tensorflow import LABEL_CHECK_SCOPE
@@ -83,7 +84,7 @@ def compiled(distiller, optimizer=None):
     return distiller
 
 
-@pytest.fixture(scope="module")
+@slow_fixture(scope="module")  # six students trained 5 epochs
 def trained_students():
     """The same student (same init, data order, optimizer), trained with each term and without."""
     x, y = data()
@@ -133,7 +134,9 @@ def test_logged_terms_equal_the_independent_computation_in_inference_mode():
     assert all(abs(float(batch_stats[t]) - logs[t]) > 1e-3 * logs[t] for t in expected)
 
 
-@pytest.mark.parametrize("weight", list(TERM_OF))
+@pytest.mark.parametrize("weight", [
+    "grad_beta", pytest.param("symmetry_beta", marks=pytest.mark.slow),  # ~4 s each
+    pytest.param("input_grad_penalty", marks=pytest.mark.slow), "symmetry_output_beta"])
 def test_second_backprop_reaches_every_weight_through_batch_norm(weight):
     """One SGD step with and without the term: the difference is -lr * w * d(term)/dW.
 
@@ -186,6 +189,7 @@ def gradient_ops(graph):
                                if op.type.endswith("Grad") or "Backprop" in op.type)
 
 
+@pytest.mark.slow  # ~6 s: traces and reads every term's graph
 def test_all_terms_off_trace_no_inner_tape():
     x, y = data(16)
     teacher = conv_net(8, False, "teacher", seed=1)
@@ -212,6 +216,7 @@ def test_all_terms_off_trace_no_inner_tape():
     assert len(on_graph.get_operations()) > 2 * len(off_graph.get_operations())
 
 
+@pytest.mark.slow  # ~5 s: 2 epochs of every term
 def test_gradient_terms_combine_with_activation_at_and_kd():
     x, y = data()
     student = conv_net(8, True, "student", seed=0)
@@ -256,6 +261,7 @@ def test_symmetry_outputs_alone_equal_the_independent_computation_and_total():
     assert clone.symmetry_output_beta == 3.0 and "symmetry_output_loss" in clone.active_terms
 
 
+@pytest.mark.slow  # ~7 s: traces and reads four steps' graphs
 def test_symmetry_outputs_share_eq6s_flip_pass_alone_add_no_inner_tape_and_off_trace_nothing():
     x, y = data(16)
     teacher = conv_net(8, False, "teacher", seed=1)
@@ -301,9 +307,10 @@ def test_symmetry_outputs_switched_on_by_a_callback_join_the_total_from_that_epo
 # === Teacher gradients computed once (gradient AT with a frozen teacher) ===
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def bn_teacher():
-    """A teacher with BN whose moving statistics differ from batch statistics."""
+    """A teacher with BN whose moving statistics differ from batch statistics, trained once;
+    tests use it as a Distiller's teacher, which never changes it."""
     x, y = data(32, seed=5)
     teacher = conv_net(8, True, "teacher", seed=1)
     teacher.compile(optimizer=keras.optimizers.SGD(0.1), loss=CE)
@@ -313,7 +320,10 @@ def bn_teacher():
 
 def test_teacher_input_gradients_equal_an_independent_tape(bn_teacher):
     x, y = data(40)
-    batch_statistics = input_gradient(bn_teacher, x, y, training=True)  # before it is frozen
+    # On a copy: a call in training mode moves the shared teacher's moving statistics.
+    copy = keras.models.clone_model(bn_teacher)
+    copy.set_weights(bn_teacher.get_weights())
+    batch_statistics = input_gradient(copy, x, y, training=True)
     distiller = compiled(keras_at.Distiller(conv_net(4, True, "s", 0), bn_teacher, pairs=[],
                                             grad_beta=1.0))
     expected = input_gradient(bn_teacher, x, y).numpy()
@@ -360,8 +370,9 @@ def one_step(distiller, x, y, sample_weight=None):
 
 @pytest.mark.parametrize("weights, weighted", [
     ({"grad_beta": 100.0}, False),
-    ({"grad_beta": 100.0}, True),
-    ({"grad_beta": 100.0, "beta": 100.0, "alpha": 0.5}, False),  # the teacher still runs
+    pytest.param({"grad_beta": 100.0}, True, marks=pytest.mark.slow),  # ~7 s each
+    pytest.param({"grad_beta": 100.0, "beta": 100.0, "alpha": 0.5}, False,  # the teacher runs
+                 marks=pytest.mark.slow),
 ])
 def test_a_step_with_cached_teacher_gradients_is_the_step_without(bn_teacher, weights,
                                                                   weighted):
@@ -393,6 +404,7 @@ def test_a_step_with_cached_teacher_gradients_is_the_step_without(bn_teacher, we
             "grad_at_loss"]
 
 
+@pytest.mark.slow  # ~4 s
 def test_cached_gradient_dataset_pairs_each_shown_image_with_its_teacher_gradient(bn_teacher):
     x, y = data(24)
     distiller = compiled(keras_at.Distiller(conv_net(4, True, "s", 0), bn_teacher, pairs=[],
@@ -426,6 +438,7 @@ def test_cached_gradient_dataset_pairs_each_shown_image_with_its_teacher_gradien
     assert np.isfinite(distiller.evaluate(unflipped, verbose=0, return_dict=True)["grad_at_loss"])
 
 
+@pytest.mark.slow  # ~5 s
 def test_cached_teacher_gradients_trace_no_teacher_and_one_double_backprop():
     x, y = data(16)
     teacher = conv_net(8, False, "teacher", seed=1)

@@ -93,6 +93,7 @@ def test_wrapped_network_equals_task_predict_and_shares_its_weights():
     assert fixed.input.shape == (None, *RAW)
 
 
+@pytest.mark.slow  # 3 epochs
 def test_student_task_fits_with_kd_and_predicts_as_its_own_predict():
     teacher = classifier("teacher")
     student = classifier("student", image_size=(12, 12))

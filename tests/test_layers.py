@@ -147,12 +147,13 @@ def test_falls_back_to_keras_for_other_axes():
 
 
 def test_mixed_precision_keeps_the_compute_dtype():
+    previous = keras.mixed_precision.global_policy()
     keras.mixed_precision.set_global_policy("mixed_bfloat16")
     try:
         bn = BatchNorm()
         y = bn(tf.constant(batch(), dtype="bfloat16"), training=True)
     finally:
-        keras.mixed_precision.set_global_policy("float32")
+        keras.mixed_precision.set_global_policy(previous)
     assert y.dtype == tf.bfloat16
     assert bn.moving_mean.dtype == "float32"
 

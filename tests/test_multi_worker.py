@@ -2,14 +2,13 @@
 
 Each worker (tests/multi_worker_worker.py) has one CPU device; a third process runs the same
 training on one device as the reference. Everything is bounded in time and killed on failure.
+The workers' ports stay reserved by this process until they exit (`reserved_ports`).
 """
 
-import contextlib
 import hashlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -18,20 +17,17 @@ from collections import Counter
 import numpy as np
 import pytest
 import test_examples
+from conftest import reserved_ports, slow_fixture
 
 HERE = os.path.dirname(__file__)
 WORKER = os.path.join(HERE, "multi_worker_worker.py")
 IMAGENET = os.path.join(os.path.dirname(HERE), "examples", "imagenet.py")
-LIMIT_S = 120
+# A bound on each cluster's run, which stops a worker waiting forever on a dead one: three
+# TensorFlow processes share the CPUs, which a loaded 2-core machine makes slow. The module's
+# pytest-timeout covers the two runs of `runs` and a test.
+LIMIT_S = 300
+pytestmark = pytest.mark.timeout(2 * LIMIT_S + 300)
 image_folder = test_examples.image_folder  # the fixture: a tiny 2-class image folder
-
-
-def free_ports(n):
-    with contextlib.ExitStack() as stack:
-        sockets = [stack.enter_context(socket.socket()) for _ in range(n)]
-        for s in sockets:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in sockets]
 
 
 def tf_config(ports, index):
@@ -82,9 +78,8 @@ def wait_all(procs, deadline):
     return texts
 
 
-def cluster(directory, mode, crash=None, folder=""):
-    """Starts two workers in `mode` on free 127.0.0.1 ports; output paths and processes."""
-    ports = free_ports(2)
+def cluster(directory, mode, ports, crash=None, folder=""):
+    """Starts two workers in `mode` on 127.0.0.1's `ports`; output paths and processes."""
     outs = [directory / f"{mode}{i}.json" for i in range(2)]
     # A killed worker leaves its private directory behind: in the test's, not in /tmp.
     env = {"TMPDIR": str(directory), **({"KERAS_AT_CRASH_AT": crash} if crash else {})}
@@ -108,18 +103,21 @@ def private_files(directory):
                   if p.is_file())
 
 
-@pytest.fixture(scope="module")
+@slow_fixture(scope="module")
 def runs(tmp_path_factory, image_folder):
     """The first run (chief SIGKILLed in epoch 1), the one-device reference, the resumed run."""
     directory = tmp_path_factory.mktemp("multi_worker")
-    outs, procs = cluster(directory, "first", crash="0:1:1", folder=image_folder)
-    single = directory / "single.json"
-    procs.append(start([single, "single", directory, image_folder]))
-    try:
-        # The chief dies; the other worker waits on it forever, so it is killed: a lost cluster.
-        texts = wait_all([procs[0], procs[2]], time.monotonic() + LIMIT_S)
-    finally:
-        stop(procs)
+    procs = []
+    with reserved_ports(2) as ports:
+        try:
+            outs, procs = cluster(directory, "first", ports, crash="0:1:1", folder=image_folder)
+            single = directory / "single.json"
+            procs.append(start([single, "single", directory, image_folder]))
+            # The chief dies; the other worker waits on it forever, so it is killed: a lost
+            # cluster.
+            texts = wait_all([procs[0], procs[2]], time.monotonic() + LIMIT_S)
+        finally:
+            stop(procs)
     check_exit([procs[0], procs[2]], texts, [-signal.SIGKILL, 0])
     result = {"first": [read(out) for out in outs], "single": read(single),
               "single_backup": read(directory / "single.json.backup.json"),
@@ -128,8 +126,13 @@ def runs(tmp_path_factory, image_folder):
                                    if (directory / f"logs{i}").exists() else None
                                    for i in range(2)],
               "private_after_crash": private_files(directory)}
-    outs, procs = cluster(directory, "resume")
-    texts = wait_all(procs, time.monotonic() + LIMIT_S)
+    procs = []
+    with reserved_ports(2) as ports:
+        try:
+            outs, procs = cluster(directory, "resume", ports)
+            texts = wait_all(procs, time.monotonic() + LIMIT_S)
+        finally:
+            stop(procs)
     check_exit(procs, texts, [0, 0])
     result["resumed"] = [read(directory / f"{out.name}.backup.json") for out in outs]
     result["backup_left"] = (directory / "backup").exists()
@@ -280,7 +283,7 @@ def test_imagenet_multi_worker_refuses_what_it_cannot_run(monkeypatch, tmp_path)
     monkeypatch.delenv("TF_CONFIG", raising=False)
     with pytest.raises(SystemExit, match="TF_CONFIG, which is not set"):
         imagenet.main([*base, "--teacher", "t.keras"])
-    monkeypatch.setenv("TF_CONFIG", tf_config(free_ports(2), 0))
+    monkeypatch.setenv("TF_CONFIG", tf_config([2222, 2223], 0))  # refused before any server
     with pytest.raises(SystemExit, match="from a trained --teacher only"):
         imagenet.main(base)
     with pytest.raises(SystemExit, match="from a trained --teacher only"):
@@ -289,6 +292,7 @@ def test_imagenet_multi_worker_refuses_what_it_cannot_run(monkeypatch, tmp_path)
         imagenet.main([str(tmp_path), "--multi-worker", "--teacher", "t.keras"])
 
 
+@pytest.mark.slow  # Python processes
 def test_imagenet_multi_worker_trains_on_two_workers_into_the_chiefs_out_only(image_folder,
                                                                                tmp_path):
     # The example itself, one process per worker. Its ResNets have batch normalisation, which
@@ -303,17 +307,17 @@ def test_imagenet_multi_worker_trains_on_two_workers_into_the_chiefs_out_only(im
     args = [image_folder, "--multi-worker", "--teacher", teacher, "--out", out,
             "--image-size", "32", "--batch-size", "8", "--limit", "8", "--test-limit", "4",
             "--epochs", "2", "--lr-epochs", "", "--transfer-start-epoch", "1"]
-    ports = free_ports(2)
     env = {"TMPDIR": str(tmp_path), "KERAS_AT_OFFLINE": "1", "CUDA_VISIBLE_DEVICES": "",
            "KERAS_BACKEND": "tensorflow"}
     procs = []
-    try:
-        for i in range(2):
-            procs.append(start(args, {**env, "TF_CONFIG": tf_config(ports, i)}, script=IMAGENET,
-                               log=tmp_path / f"worker{i}.log"))
-        texts = wait_all(procs, time.monotonic() + LIMIT_S)
-    finally:
-        stop(procs)
+    with reserved_ports(2) as ports:
+        try:
+            for i in range(2):
+                procs.append(start(args, {**env, "TF_CONFIG": tf_config(ports, i)},
+                                   script=IMAGENET, log=tmp_path / f"worker{i}.log"))
+            texts = wait_all(procs, time.monotonic() + LIMIT_S)
+        finally:
+            stop(procs)
     check_exit(procs, texts, [0, 0])
     assert all("2 replica(s): CollectiveAllReduceStrategy" in text for text in texts), texts
     assert (out / "student.keras").is_file()

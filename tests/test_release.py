@@ -119,9 +119,31 @@ def test_the_jax_environment_installs_every_dependency_but_tensorflow():
     assert "jax[cpu]" in metadata["extras_require"]["test"]  # tests/test_backends.py runs
     makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
     listed = re.search(r"^JAX_REQUIREMENTS := (.+)$", makefile, re.MULTILINE).group(1)
-    assert sorted(listed.replace('"', "").split()) == sorted(without + ["jax[cpu]", "pytest"])
+    assert sorted(listed.replace('"', "").split()) == sorted(
+        without + ["jax[cpu]", "pytest", "pytest-timeout"])
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     command = re.search(r"^pip install (.+?)\s+# or JAX's GPU build$", readme, re.MULTILINE)
     assert command, "README's command for JAX without TensorFlow"
     assert sorted(command.group(1).replace('"', "").split()) == sorted(without + ["jax[cpu]"])
     assert "pip install --no-deps ." in readme
+
+
+def test_make_test_fast_leaves_out_the_slow_tests_and_every_test_has_a_time_limit(metadata):
+    import tomllib
+
+    config = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    pytest_config = config["tool"]["pytest"]["ini_options"]
+    assert [m for m in pytest_config["markers"] if m.startswith("slow:")]
+    assert pytest_config["timeout"] >= 300  # pytest-timeout's, with room for a loaded machine
+    assert "pytest-timeout" in metadata["extras_require"]["test"]
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+
+    def recipe(target):
+        return re.search(rf"^{target}:.*\n((?:\t.*\n)+)", makefile, re.MULTILINE).group(1)
+
+    assert recipe("test").splitlines()[-1] == "\t$(PY) -m pytest -q"  # the whole suite
+    assert recipe("test-fast").splitlines()[-1] == '\t$(PY) -m pytest -q -m "not slow"'
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    development = readme.split("\n## Development\n", 1)[1].split("\n## ", 1)[0]
+    assert "`make test`" in development and "`make test-fast`" in development
+    assert "@pytest.mark.slow" in development and "slow_fixture" in development

@@ -134,6 +134,7 @@ def segmentation_labels(n=16, ignored=255):
     return y
 
 
+@pytest.mark.slow  # ~5 s: 4 epochs of every term
 def test_segmentation_with_ignore_class_trains_every_term():
     x, y = images(), segmentation_labels()
     loss = SCCE(from_logits=True, ignore_class=255)
@@ -213,6 +214,7 @@ def test_kd_is_refused_on_outputs_it_cannot_compare():
         keras_at.kd_loss(np.zeros((4, 1)), np.zeros((4, 1)))
 
 
+@pytest.mark.slow  # 5 epochs
 def test_regression_with_integer_targets_trains_without_a_label_check():
     x = images()
     y = np.random.default_rng(3).integers(-20, 20, 16)  # no class indices of one output
@@ -227,6 +229,7 @@ def test_regression_with_integer_targets_trains_without_a_label_check():
     assert logs["task_loss"] == pytest.approx(expected, rel=1e-5)
 
 
+@pytest.mark.slow  # 5 epochs
 def test_multi_label_binary_crossentropy_trains():
     x = images()
     y = (np.random.default_rng(4).random((16, 5)) < 0.4).astype("float32")  # multi-hot

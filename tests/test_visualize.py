@@ -176,6 +176,7 @@ def test_plot_attention_functions_on_the_authors_resnet_shows_its_four_groups():
     assert len(figure.axes) == 2 * 17
 
 
+@pytest.mark.slow  # a Python process
 def test_import_keras_at_does_not_import_matplotlib():
     """keras_at imports with matplotlib unimportable; only drawing needs it.
 

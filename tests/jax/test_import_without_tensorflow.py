@@ -18,6 +18,7 @@ import sys
 
 import numpy as np
 import pytest
+from conftest import slow_fixture
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -76,7 +77,7 @@ print(json.dumps(out))
 """
 
 
-@pytest.fixture(scope="module")
+@slow_fixture(scope="module")  # a Python process
 def run(tmp_path_factory):
     logs = tmp_path_factory.mktemp("jax") / "logs"
     env = {**os.environ, "KERAS_BACKEND": "jax",

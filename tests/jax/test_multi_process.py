@@ -6,13 +6,13 @@ feeds the i-th half of each global batch (`multi_process_worker.py`).
 
 import json
 import os
-import socket
 import subprocess
 import sys
 
 import keras
 import numpy as np
 import pytest
+from conftest import reserved_ports
 from test_distiller_jax import distiller, training_data
 
 pytestmark = pytest.mark.skipif(keras.backend.backend() != "jax", reason="needs KERAS_BACKEND=jax")
@@ -22,24 +22,21 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 TERMS = {"beta": 1e3, "alpha": 0.5}
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
+@pytest.mark.slow  # Python processes
 def test_two_processes_give_one_processes_losses_and_weights(tmp_path):
-    port = str(free_port())
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         [HERE, os.path.dirname(os.path.dirname(HERE)), os.environ.get("PYTHONPATH", "")])}
-    procs = [subprocess.Popen([sys.executable, os.path.join(HERE, "multi_process_worker.py"),
-                               str(i), port, str(tmp_path / f"{i}.json")], env=env)
-             for i in range(2)]
-    try:
-        codes = [p.wait(timeout=180) for p in procs]
-    finally:
-        for p in procs:
-            p.kill()
+    procs = []
+    with reserved_ports(1) as (port,):  # the coordinator's, held here until the workers exit
+        try:
+            procs = [subprocess.Popen([sys.executable,
+                                       os.path.join(HERE, "multi_process_worker.py"), str(i),
+                                       str(port), str(tmp_path / f"{i}.json")], env=env)
+                     for i in range(2)]
+            codes = [p.wait(timeout=180) for p in procs]
+        finally:
+            for p in procs:
+                p.kill()
     assert codes == [0, 0]
     results = [json.loads((tmp_path / f"{i}.json").read_text()) for i in range(2)]
     assert [r["devices"] for r in results] == [2, 2]
