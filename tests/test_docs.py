@@ -66,6 +66,7 @@ def guide_session(tmp_path, monkeypatch):
     keras.config.set_dtype_policy(policy)
 
 
+@pytest.mark.slow  # trains the guide's networks, about a minute
 def test_every_python_block_runs_and_prints_the_output_shown(guide_session):
     results = run_python_blocks(GUIDE)
     assert len(results) >= 8

@@ -735,6 +735,7 @@ def test_imagenet_mirrors_over_two_cpu_devices_and_switches_at_on_at_the_start_e
 # === hub_models.py: keras-hub tasks with their preprocessors, presets ===
 
 
+@pytest.mark.slow  # a Python process
 def test_hub_models_trains_a_keras_hub_teacher_and_student_on_raw_digits():
     """About 50 s on two shared cores: imports and three networks traced; 64 digits, 1 epoch."""
     pytest.importorskip("keras_hub")
@@ -758,6 +759,7 @@ def test_hub_models_trains_a_keras_hub_teacher_and_student_on_raw_digits():
         assert 0 <= float(line.rsplit(" ", 1)[1]) <= 1
 
 
+@pytest.mark.slow  # a Python process
 def test_hub_models_preset_says_it_needs_a_download_offline():
     """KERAS_AT_OFFLINE=1: a preset name is refused before anything downloads or trains, the
     student's as well as the teacher's (about 12 s: the imports)."""
@@ -769,6 +771,7 @@ def test_hub_models_preset_says_it_needs_a_download_offline():
     assert "Traceback" not in result.stderr and "pairs" not in result.stdout
 
 
+@pytest.mark.slow  # a Python process
 def test_hub_models_preset_whose_download_fails_exits_with_the_reason():
     """Downloads allowed, but through a proxy that refuses connections (the handle names no
     cached preset): the run stops at once, naming the preset and the connection error (about

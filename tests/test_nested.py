@@ -67,6 +67,7 @@ def hub_vit(size=32, patch=4):
     return keras_hub.models.ViTImageClassifier(backbone=backbone, num_classes=5)
 
 
+@pytest.mark.slow  # trains networks for over ~3 s
 def test_keras_hub_resnet_teacher_pairs_inside_its_backbone_at_the_students_size():
     teacher = hub_resnet()
     student = keras.applications.MobileNetV3Small(
@@ -91,6 +92,7 @@ def test_keras_hub_resnet_teacher_pairs_inside_its_backbone_at_the_students_size
         np.testing.assert_array_equal(before, after)
 
 
+@pytest.mark.slow  # trains networks for over ~3 s
 def test_keras_hub_efficientnet_student_both_built_for_any_size_take_input_shape():
     student, teacher = hub_efficientnet(), hub_resnet()
     with pytest.raises(ValueError, match=r"student and the teacher are built for images of any "
@@ -124,6 +126,7 @@ def test_explicit_pairs_name_nested_layers_by_path_or_unique_bare_name():
         keras_at.Distiller(student, teacher, pairs=[("group0", "stack9")])
 
 
+@pytest.mark.slow  # trains networks for over ~3 s
 def test_an_ambiguous_bare_name_lists_the_full_paths():
     inputs = keras.Input((16, 16, 3))
     left, right = cnn(4, "left")(inputs), cnn(4, "right")(inputs)
@@ -199,6 +202,7 @@ def test_a_single_pair_at_the_input_resolution_is_warned_about():
 # === Each network runs once per step; the training flag and BatchNorm reach inner layers ===
 
 
+@pytest.mark.slow  # trains networks for over ~3 s
 def test_each_network_runs_once_per_step_with_its_training_flag():
     student = classifier(cnn(4, "student_backbone", probe=True), name="student")
     teacher = classifier(cnn(8, "teacher_backbone", probe=True), name="teacher")
@@ -235,6 +239,7 @@ def test_each_network_runs_once_per_step_with_its_training_flag():
 # === Pair names that are paths, everywhere a pair name goes ===
 
 
+@pytest.mark.slow  # trains networks for over ~3 s
 def test_path_pairs_with_hints_logger_saving_and_plots(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -280,6 +285,7 @@ def test_token_map_is_the_encoder_output_reshaped():
                                   tokens[:, 1:].reshape(3, 8, 8, 16))
 
 
+@pytest.mark.slow  # trains networks for over ~3 s
 def test_vit_teacher_and_cnn_student_train_both_ways():
     vit = hub_vit()
     wrn = keras_at.models.wide_resnet(10, 1, num_classes=5, input_shape=(32, 32, 3))
