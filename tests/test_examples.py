@@ -613,6 +613,7 @@ def test_finetune_fine_tunes_teacher_then_at_student_with_frozen_layers(finetune
             assert layer.trainable == (i > names.index("group0") and not is_bn), layer.name
 
 
+@pytest.mark.slow  # two ResNet-18s, one saved and loaded
 def test_finetune_copies_pretrained_weights_by_name(tmp_path):
     finetune = example("finetune")
     from keras_at import models
