@@ -2,7 +2,7 @@
 the `slow` marker's rule and the networks several test files share.
 
 A test is marked `slow` (`make test-fast` leaves it out) when it launches a process, builds
-an ImageNet-size network (ResNet-34, ResNet-50, 224x224 inputs) or takes more than about 3 s
+an ImageNet-size network (ResNet-34, ResNet-50, 224x224 inputs) or takes more than about 4 s
 on its own, as training for several epochs does (README, Development). A fixture that does
 one of these is declared with `@slow_fixture`: every test using it is then marked `slow` by
 `pytest_collection_modifyitems`. A test outside `slow` that starts a Python interpreter

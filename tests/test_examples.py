@@ -114,11 +114,13 @@ def test_cifar_resumes_a_killed_run_to_the_same_epochs(cifar_run, tmp_path):
             [sys.executable, os.path.join(EXAMPLES, "cifar.py"), *map(str, args)],
             stdout=output, stderr=subprocess.STDOUT, env=ENV, cwd=ROOT,
         )
-    # Written after the weights: the first epoch's backup is complete. (No deadline here:
-    # pytest-timeout's stops a run that never writes it.)
+    # Written after the weights: the first epoch's backup is complete. The deadline only
+    # stops a run that never writes it, within the test's time limit.
     backup = run_dir / "backup_student" / "training_metadata.json"
+    deadline = time.monotonic() + 420
     try:
         while not backup.exists() and process.poll() is None:
+            assert time.monotonic() < deadline, f"no backup after 420 s:\n{log.read_text()}"
             time.sleep(0.05)
     finally:
         process.kill()
@@ -613,6 +615,7 @@ def test_finetune_fine_tunes_teacher_then_at_student_with_frozen_layers(finetune
             assert layer.trainable == (i > names.index("group0") and not is_bn), layer.name
 
 
+@pytest.mark.slow  # two ResNet-18s, one saved and loaded
 def test_finetune_copies_pretrained_weights_by_name(tmp_path):
     finetune = example("finetune")
     from keras_at import models

@@ -396,6 +396,7 @@ def test_mixed_student_exports_float32(mixed):
                                rtol=0)
 
 
+@pytest.mark.slow  # a SavedModel and its TFLite conversion
 def test_float32_export_serves_and_runs_in_litert(mixed, tmp_path):
     exported, x = mixed["exported"], mixed["x"]
     expected = exported.predict(x, verbose=0)

@@ -203,6 +203,7 @@ def test_linear_map_is_differentiable_twice_where_tensorflows_resize_is_not():
     np.testing.assert_array_equal(backend.linear_map(resize, x), resize(x))
 
 
+@pytest.mark.slow  # ~4 s
 def test_gradient_at_reaches_a_student_whose_converter_resizes():
     # One SGD step with and without the grad-AT term, from the same weights: the term changes
     # the update only if its gradient comes back through the student's resize.

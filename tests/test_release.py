@@ -135,6 +135,7 @@ def test_make_test_fast_leaves_out_the_slow_tests_and_every_test_has_a_time_limi
     pytest_config = config["tool"]["pytest"]["ini_options"]
     assert [m for m in pytest_config["markers"] if m.startswith("slow:")]
     assert pytest_config["timeout"] >= 300  # pytest-timeout's, with room for a loaded machine
+    assert pytest_config["timeout_method"] == "thread"  # also stops a hang in TensorFlow's C++
     assert "pytest-timeout" in metadata["extras_require"]["test"]
     makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
 

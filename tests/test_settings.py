@@ -50,6 +50,7 @@ def test_temperature_assigned_after_tracing_is_the_one_the_step_uses(tiny_pair, 
     assert distiller.get_config()["temperature"] == 1.0
 
 
+@pytest.mark.slow  # ~4 s: the step and evaluation traced three times each
 def test_attention_settings_assigned_after_tracing_retrace_the_step(tiny_pair, tiny_data):
     x, y = tiny_data
     student, teacher = tiny_pair

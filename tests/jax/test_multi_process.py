@@ -12,7 +12,6 @@ import sys
 import keras
 import numpy as np
 import pytest
-from conftest import reserved_ports
 from test_distiller_jax import distiller, training_data
 
 pytestmark = pytest.mark.skipif(keras.backend.backend() != "jax", reason="needs KERAS_BACKEND=jax")
@@ -24,6 +23,9 @@ TERMS = {"beta": 1e3, "alpha": 0.5}
 
 @pytest.mark.slow  # Python processes
 def test_two_processes_give_one_processes_losses_and_weights(tmp_path):
+    # Imported here: multi_process_worker.py imports this module without tests/ on its path.
+    from conftest import reserved_ports
+
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         [HERE, os.path.dirname(os.path.dirname(HERE)), os.environ.get("PYTHONPATH", "")])}
     procs = []
@@ -33,7 +35,7 @@ def test_two_processes_give_one_processes_losses_and_weights(tmp_path):
                                        os.path.join(HERE, "multi_process_worker.py"), str(i),
                                        str(port), str(tmp_path / f"{i}.json")], env=env)
                      for i in range(2)]
-            codes = [p.wait(timeout=180) for p in procs]
+            codes = [p.wait(timeout=420) for p in procs]  # within the test's 600 s
         finally:
             for p in procs:
                 p.kill()
