@@ -9,19 +9,16 @@ arrays in the exported layouts; the released files cannot be downloaded in tests
 
 from __future__ import annotations
 
-import importlib
-import os
 import re
-import sys
 
 import keras
 import numpy as np
 import pytest
 from numpy.lib.stride_tricks import sliding_window_view
+from test_examples import example
 
 from keras_at import models
 
-EXAMPLES = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "examples")
 WIDTHS = (64, 128, 256, 512)
 BLOCKS = {18: (2, 2, 2, 2), 34: (3, 4, 6, 3)}
 MEAN, STD = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
@@ -334,14 +331,6 @@ def test_bad_weights_fail_early_naming_the_key():
 
 
 # === examples/evaluate_imagenet.py and examples/imagenet.py --teacher ===
-
-
-def example(name: str):
-    sys.path.insert(0, EXAMPLES)
-    try:
-        return importlib.import_module(name)
-    finally:
-        sys.path.remove(EXAMPLES)
 
 
 def write_folder(root, counts):
