@@ -38,24 +38,16 @@ def crop_and_flip(
     images: np.ndarray, offsets: np.ndarray, flips: np.ndarray, augmentation: Augmentation
 ) -> np.ndarray:
     """Each of `images` (N, H, W, C) padded, cropped at its offset back to (H, W), and flipped
-    left-right where `flips` says: one gather, without building the padded images."""
-    n, height, width = images.shape[:3]
-    rows = _padded_positions(height, augmentation)[offsets[:, :1] + np.arange(height)]
-    columns = _padded_positions(width, augmentation)[offsets[:, 1:] + np.arange(width)]
-    columns = np.where(flips[:, None], columns[:, ::-1], columns)
-    out = images[np.arange(n)[:, None, None], rows[:, :, None], columns[:, None, :]]
-    if augmentation.pad_mode == "CONSTANT":
-        inside = (rows >= 0)[:, :, None] & (columns >= 0)[:, None, :]
-        out = np.where(inside[..., None], out, np.zeros((), out.dtype))
+    left-right where `flips` says."""
+    height, width = images.shape[1:3]
+    p = augmentation.pad
+    padded = np.pad(images, ((0, 0), (p, p), (p, p), (0, 0)), _PAD_MODES[augmentation.pad_mode])
+    out = np.empty_like(images)
+    # A copy of each example's window: several times faster than one gather of all pixels.
+    for k, ((top, left), flip) in enumerate(zip(offsets, flips, strict=True)):
+        window = padded[k, top : top + height, left : left + width]
+        out[k] = window[:, ::-1] if flip else window
     return out
-
-
-def _padded_positions(length: int, augmentation: Augmentation) -> np.ndarray:
-    """For each position of an axis padded by `augmentation`, the position it copies (-1 for
-    a constant pad)."""
-    mode = _PAD_MODES[augmentation.pad_mode]
-    fill = {"constant_values": -1} if mode == "constant" else {}
-    return np.pad(np.arange(length), augmentation.pad, mode=mode, **fill)
 
 
 def resize(images: np.ndarray, size: tuple[int, int]) -> np.ndarray:

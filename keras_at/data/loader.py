@@ -142,13 +142,13 @@ def load(
             images, labels, batch_size, augmentation, shuffle, seed, meta.mean, meta.std, size,
             pipeline=kind,
         )
-    if kind == "numpy":
+    if pipeline == "numpy":
         raise ValueError(
             f"pipeline='numpy' serves the named datasets {list(catalog.KNOWN)}; {meta.name} is "
             "read from image files, which tf.data decodes: use pipeline='tf' (or 'auto') with "
             "TensorFlow installed."
         )
-    if importlib.util.find_spec("tensorflow") is None:
+    if kind == "numpy":  # "auto" without TensorFlow
         raise ImportError(
             f"keras_at.data.load reads image folders and CUB ({meta.name}) through tf.data, "
             "which needs TensorFlow (`pip install tensorflow`; the CPU build is enough on any "

@@ -123,7 +123,9 @@ class ArrayDataset(keras.utils.PyDataset):
             images = augment_numpy.crop_and_flip(
                 images, offsets[positions], flips[positions], self.augmentation
             )
-        images = (images.astype(np.float32) - self._shift) / self._scale
+        images = images.astype(np.float32)
+        images -= self._shift  # in place: as fast as the crops, twice as fast as a new array
+        images /= self._scale
         return images, self.labels[chosen]
 
     def _plan(self, epoch: int) -> tuple[np.ndarray, tuple | None]:
