@@ -89,6 +89,13 @@ class ArrayDataset(keras.utils.PyDataset):
         self.image_size = tuple(
             int(s) for s in (self.images.shape[1:3] if image_size is None else image_size)
         )
+        channels = self.images.shape[-1]
+        for name, value in (("mean", mean), ("std", std)):
+            if np.ndim(value) != 1 or len(value) not in (1, channels):
+                raise ValueError(
+                    f"ArrayDataset {name} must hold one value, or one per channel "
+                    f"({channels}); got {value!r}."
+                )
         self._shift = np.asarray(np.multiply(mean, 255.0), np.float32)
         self._scale = np.asarray(np.multiply(std, 255.0), np.float32)
         self._epoch = 0
@@ -124,7 +131,7 @@ class ArrayDataset(keras.utils.PyDataset):
                 images, offsets[positions], flips[positions], self.augmentation
             )
         images = images.astype(np.float32)
-        images -= self._shift  # in place: as fast as the crops, twice as fast as a new array
+        images -= self._shift  # in place: no second float32 batch to allocate and fill
         images /= self._scale
         return images, self.labels[chosen]
 
@@ -134,7 +141,7 @@ class ArrayDataset(keras.utils.PyDataset):
         plans = self._plans  # one read: worker threads may replace it meanwhile
         if plans is not None and plans[0] == epoch:
             return plans[1]
-        rng = np.random.default_rng([self.seed, epoch])
+        rng = np.random.default_rng([self.seed % 2**64, epoch])  # numpy's seeds are >= 0
         count = len(self.labels)
         order = rng.permutation(count) if self.shuffle else np.arange(count)
         draws = None

@@ -3,8 +3,8 @@ from it, in a fresh interpreter whose sys.modules shows that nothing imported Te
 
 `make test-jax` runs this where TensorFlow is not installed; where it is, `pipeline="numpy"`
 asks for the numpy pipeline, and TensorFlow is then hidden (`sys.modules["tensorflow"] = None`,
-which `importlib.util.find_spec` reads as not installed) to check what `"auto"` picks. About
-40 s, most of it XLA compiling the two WRN-10 steps.
+which `importlib.util.find_spec` reads as not installed) to check what `"auto"` picks. Most
+of its time is XLA compiling the WRN-10 training and evaluation steps.
 """
 
 import json
