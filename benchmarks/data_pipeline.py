@@ -24,8 +24,9 @@ needed; `--source fashion_mnist` (or any name `load` knows) times the real loade
 `--backend jax` runs Keras on JAX with TensorFlow kept out of the process (as where it is not
 installed), so `load` gives the numpy pipeline, an `ArrayDataset` (a `keras.utils.PyDataset`);
 `--pipeline` picks one explicitly where TensorFlow is installed. The fits alternate for
-`--rounds` rounds and the best round of each counts, because timings on a shared machine
-wander; the load average before and after is printed with the table. Input-pipeline threads
+`--rounds` rounds, which goes first rotating, and the best round of each counts, because
+timings on a shared machine wander; the load average before and after is printed with the
+table. Input-pipeline threads
 share the CPU with the training step, so on a small CPU the fed fit can lose a little even
 when the pipeline alone is many times faster.
 
@@ -227,12 +228,15 @@ def main(args):
     alone_rates, rows = [], []
     for name in args.model:
         trained = model(name, shape, num_classes)
-        memory_rates, fed_rates = [], {feed: [] for feed, _ in feeds}
-        for _ in range(args.rounds):
+        sources = [("in-memory", memory), *feeds]
+        fed_rates = {source: [] for source, _ in sources}
+        for r in range(args.rounds):
             alone_rates.append(pipeline_rate(first, args))
-            memory_rates.append(fit_rate(trained, memory, args))
-            for feed, dataset in feeds:
-                fed_rates[feed].append(fit_rate(trained, dataset, args))
+            # Which input goes first rotates: none always follows the pipeline's timing.
+            turn = r % len(sources)
+            for source, dataset in sources[turn:] + sources[:turn]:
+                fed_rates[source].append(fit_rate(trained, dataset, args))
+        memory_rates = fed_rates.pop("in-memory")
         step = "WRN-16-1" if name == "student" else "WRN-16-1 <- WRN-16-2 AT"
         best = max(memory_rates)
         rows.append((f"{step} fit, in-memory batch", best, memory_rates, None, None))
@@ -255,7 +259,12 @@ def main(args):
         shown = ["" if r is None else f"{r:.3f}" for r in (ratio, paired)]
         lines.append(f"| {name} | {rate:.0f} | {', '.join(f'{r:.0f}' for r in rates)} | "
                      f"{shown[0]} | {shown[1]} |")
-    table = "\n".join(lines) + "\n\n" + environment(args, batch, loads) + "\n"
+    argv = sys.argv[1:]
+    if "--out" in argv:  # where the table went is not how it was measured
+        del argv[argv.index("--out") : argv.index("--out") + 2]
+    command = " ".join(["python benchmarks/data_pipeline.py", *argv])
+    table = (f"`{command}`\n\n" + "\n".join(lines) + "\n\n"
+             + environment(args, batch, loads) + "\n")
     print(table)
     if args.out:
         with open(args.out, "w") as f:
