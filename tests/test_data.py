@@ -4,12 +4,14 @@ KERAS_AT_OFFLINE is set and the Keras and TFDS caches point at empty folders."""
 
 import gzip
 import importlib.resources
+import json
 import os
 import pickle
 import socket
 import sys
 import warnings
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
@@ -26,7 +28,7 @@ from PIL import Image
 from sklearn.datasets import load_digits
 
 from keras_at import data
-from keras_at.data import Augmentation, splits
+from keras_at.data import Augmentation, augment_numpy, sources, splits
 from keras_at.data.augment import cover
 
 DEBIAN = "/usr/share/datasets/fashion-mnist"
@@ -40,8 +42,9 @@ def offline(tmp_path, monkeypatch):
 
 
 def collect(dataset):
-    """All batches of a dataset as (images, labels) numpy arrays."""
-    images, labels = zip(*[(x.numpy(), y.numpy()) for x, y in dataset], strict=True)
+    """All batches of a dataset (tf.data, or one epoch of an ArrayDataset) as (images, labels)
+    numpy arrays."""
+    images, labels = zip(*[(np.asarray(x), np.asarray(y)) for x, y in dataset], strict=True)
     return np.concatenate(images), np.concatenate(labels)
 
 
@@ -615,6 +618,198 @@ def test_with_teacher_gradients_refuses_mismatched_tables():
         data.with_teacher_gradients(images.astype("uint8"), np.arange(4), images)
     with pytest.raises(ValueError, match="N labels"):
         data.with_teacher_gradients(images, np.arange(3), images)
+
+
+# === The numpy pipeline (ArrayDataset) beside tf.data ===
+
+
+def _both(*args, **kwargs):
+    """`load(*args, **kwargs)` through each pipeline: (tf.data, ArrayDataset)."""
+    return tuple(data.load(*args, **kwargs, pipeline=p) for p in ("tf", "numpy"))
+
+
+def _examples(images, labels):
+    """The examples of one epoch as a sorted list, to compare epochs as multisets."""
+    return sorted(zip(labels.tolist(), (x.tobytes() for x in images), strict=True))
+
+
+def test_digits_are_upsampled_as_tf_image_resize():
+    """The numpy upsampling of scikit-learn's digits gives tf.image.resize's pixels, so both
+    pipelines (and the data of earlier releases) hold the same images."""
+    small = load_digits().images[..., None].astype(np.float32) * (255 / 16)
+    reference = tf.image.resize(small, (32, 32), method="bilinear").numpy()
+    reference = np.clip(np.round(reference), 0, 255).astype(np.uint8)
+    arrays = sources.digits_arrays()
+    np.testing.assert_array_equal(np.concatenate([arrays["train"][0], arrays["test"][0]]),
+                                  reference)
+
+
+@pytest.mark.parametrize("size", [(20, 20), (45, 37), (8, 12)])
+def test_numpy_resize_is_tf_image_resize(size):
+    images = np.random.default_rng(0).integers(0, 256, (3, 28, 30, 2), dtype=np.uint8)
+    reference = tf.image.resize(images, size, method="bilinear", antialias=True).numpy()
+    np.testing.assert_allclose(augment_numpy.resize(images, size), reference, atol=2e-3)
+
+
+@pytest.mark.parametrize("mode", ["REFLECT", "SYMMETRIC", "CONSTANT"])
+def test_numpy_crops_pad_as_tf_pad(mode):
+    images = np.random.default_rng(1).integers(0, 256, (6, 7, 9, 2), dtype=np.uint8)
+    augmentation = Augmentation(pad=3, pad_mode=mode)
+    offsets = np.array([[0, 0], [6, 6], [1, 5], [3, 2], [6, 0], [2, 4]])
+    flips = np.array([False, True, False, True, True, False])
+    out = augment_numpy.crop_and_flip(images, offsets, flips, augmentation)
+    padded = tf.pad(images, [[0, 0], [3, 3], [3, 3], [0, 0]], mode=mode).numpy()
+    for k, ((top, left), flip) in enumerate(zip(offsets, flips, strict=True)):
+        window = padded[k, top : top + 7, left : left + 9]
+        np.testing.assert_array_equal(out[k], window[:, ::-1] if flip else window)
+
+
+@pytest.mark.parametrize("split, image_size", [("test", None), ("train[:300]", 20)])
+def test_numpy_pipeline_gives_the_tf_data_batches_without_augmentation(split, image_size):
+    reference, numpy_data = _both("digits", split, batch_size=64, augment=False, shuffle=False,
+                                  image_size=image_size)
+    assert isinstance(numpy_data, data.ArrayDataset)
+    assert isinstance(numpy_data, keras.utils.PyDataset)
+    assert len(numpy_data) == int(reference.cardinality())
+    for (x_ref, y_ref), (x, y) in zip(reference, numpy_data, strict=True):
+        assert x.dtype == np.float32 and y.dtype == np.int32 and x.shape == tuple(x_ref.shape)
+        np.testing.assert_array_equal(y, y_ref)
+        if image_size is None:
+            np.testing.assert_array_equal(x, x_ref)  # the same float32 arithmetic
+        else:
+            np.testing.assert_allclose(x, x_ref, atol=1e-5)
+
+    # from_arrays, its statistics computed from the images
+    raw = np.random.default_rng(0).integers(0, 256, (10, 6, 6, 3), dtype=np.uint8)
+    tf_batches, numpy_batches = (collect(data.from_arrays(raw, np.arange(10), 4, pipeline=p))
+                                 for p in ("tf", "numpy"))
+    np.testing.assert_array_equal(numpy_batches[0], tf_batches[0])
+    np.testing.assert_array_equal(numpy_batches[1], tf_batches[1])
+
+
+def test_numpy_pipeline_epochs_hold_the_examples_of_tf_data_epochs():
+    """Shuffled, each epoch of either pipeline holds the same examples (as a multiset), so the
+    same normalised statistics; the orders differ from epoch to epoch and from the source."""
+    reference, numpy_data = _both("digits", limit=200, batch_size=64, augment=False, seed=0)
+    source = collect(data.load("digits", limit=200, augment=False, shuffle=False))
+    orders = []
+    for _ in range(2):
+        images, labels = collect(numpy_data)
+        assert _examples(images, labels) == _examples(*collect(reference))
+        assert _examples(images, labels) == _examples(*source)
+        orders.append(labels)
+        assert abs(images.mean() - source[0].mean()) < 1e-5
+        assert abs(images.std() - source[0].std()) < 1e-5
+    assert not np.array_equal(orders[0], orders[1])
+    assert not np.array_equal(orders[0], source[1])
+
+
+def _draws(dataset, image, pad):
+    """(row offset, column offset, flipped) of every example of one epoch of copies of
+    `image`, identified among the augmentation's possible outputs."""
+    images, _ = collect(dataset)
+    images = np.round(images * 255).astype(np.int64).reshape(len(images), -1)
+    candidates = _crops_and_flips(image, pad).reshape(-1, images.shape[1]).astype(np.int64)
+    side = 2 * pad + 1
+    found = []
+    for x in images:
+        (match,) = np.flatnonzero((candidates == x).all(1))[:1]
+        found.append((match % side**2 // side, match % side, match >= side**2))
+    return np.array(found)
+
+
+def test_numpy_pipeline_draws_crops_and_flips_as_tf_data():
+    """Each example gets its own crop offset, uniform over [0, 2 * pad] on each axis, and a
+    flip with probability 1/2, in both pipelines (whose draws differ, their statistics not)."""
+    image = np.random.default_rng(0).integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    copies = np.repeat(image[None], 1000, 0)
+    kwargs = dict(batch_size=250, augmentation=Augmentation(pad=2), shuffle=True, seed=0,
+                  mean=(0.0,) * 3, std=(1.0,) * 3)
+    draws = {p: _draws(data.from_arrays(copies, np.zeros(1000), **kwargs, pipeline=p), image, 2)
+             for p in ("tf", "numpy")}
+    histograms = {}
+    for pipeline, found in draws.items():
+        assert 0.45 < found[:, 2].mean() < 0.55, pipeline
+        histograms[pipeline] = [np.bincount(found[:, axis], minlength=5) / 1000
+                                for axis in (0, 1)]
+        for histogram in histograms[pipeline]:
+            assert len(histogram) == 5 and np.all(np.abs(histogram - 0.2) < 0.05), histogram
+        assert np.all(np.abs(found[:, :2].mean(0) - 2) < 0.15), pipeline
+    assert np.abs(np.subtract(histograms["tf"], histograms["numpy"])).max() < 0.06
+
+    no_flip = data.from_arrays(copies[:200], np.zeros(200), **{
+        **kwargs, "augmentation": Augmentation(pad=2, flip=False)}, pipeline="numpy")
+    found = _draws(no_flip, image, 2)
+    assert not found[:, 2].any() and len(set(map(tuple, found[:, :2]))) == 25
+
+
+def test_numpy_pipeline_is_deterministic_for_a_seed_whatever_the_order_of_requests():
+    def load(seed):
+        return data.load("digits", limit=100, batch_size=32, seed=seed, pipeline="numpy")
+
+    first, second = load(3), load(3)
+    epoch = [first[i] for i in range(len(first))]
+    backwards = [second[i] for i in reversed(range(len(second)))][::-1]  # as workers might ask
+    for (x, y), (x_again, y_again) in zip(epoch, backwards, strict=True):
+        np.testing.assert_array_equal(x, x_again)
+        np.testing.assert_array_equal(y, y_again)
+    # Iterating is an epoch (the one asked for above), then moves to the next.
+    np.testing.assert_array_equal(collect(first)[0], np.concatenate([x for x, _ in epoch]))
+    collect(second)
+    first.on_epoch_end()  # as fit moves on: both at epoch 2
+    second.on_epoch_end()
+    epoch_2 = collect(first)[0]
+    np.testing.assert_array_equal(collect(second)[0], epoch_2)
+    assert not np.array_equal(collect(first)[0], epoch_2)  # epoch 3: new order, new crops
+    assert not np.array_equal(collect(load(4))[0], collect(load(3))[0])
+    with pytest.raises(IndexError, match="4 batches; batch 4"):
+        first[4]
+
+    keras.utils.set_random_seed(1)  # seed=None draws from numpy's generator
+    unseeded = collect(load(None))
+    keras.utils.set_random_seed(1)
+    np.testing.assert_array_equal(collect(load(None))[0], unseeded[0])
+
+
+def test_numpy_pipeline_feeds_fit_with_worker_threads():
+    """About 3 s: a small CNN on 96 digits, 2 epochs, batches made by 2 threads."""
+    train = data.load("digits", limit=96, batch_size=32, image_size=16, seed=0,
+                      pipeline="numpy")
+    train.workers = 2
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((16, 16, 1)), keras.layers.Conv2D(4, 3),
+                              keras.layers.GlobalAveragePooling2D(), keras.layers.Dense(10)])
+    model.compile("sgd", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    history = model.fit(train, epochs=2, verbose=0).history
+    assert len(history["loss"]) == 2 and np.isfinite(history["loss"]).all()
+
+
+def test_without_tensorflow_load_gives_the_numpy_pipeline(monkeypatch, tmp_path):
+    """Where TensorFlow is not installed (here: hidden), `pipeline="auto"` picks numpy, and
+    what needs TensorFlow (tf.data asked for, image folders, TFDS directories) says so."""
+    _save(tmp_path / "folder" / "a" / "0.png", (255, 0, 0), (4, 4))
+    _save(tmp_path / "folder" / "b" / "0.png", (0, 255, 0), (4, 4))
+    with pytest.raises(ValueError, match="pipeline='numpy' serves the named datasets"):
+        data.load(tmp_path / "folder", pipeline="numpy")
+    with pytest.raises(ValueError, match="pad-crop-flip Augmentation only"):
+        data.from_arrays(np.zeros((4, 8, 8, 3), np.uint8), np.zeros(4), pipeline="numpy",
+                         augmentation=Augmentation(pad=0, crop_area=(0.5, 1.0)))
+    with pytest.raises(ValueError, match=r"pipeline must be one of \('auto', 'tf', 'numpy'\)"):
+        data.load("digits", pipeline="jax")
+
+    monkeypatch.setitem(sys.modules, "tensorflow", None)
+    assert isinstance(data.load("digits", "test", limit=10), data.ArrayDataset)
+    assert data.info(tmp_path / "folder").class_names == ("a", "b")  # info needs no TensorFlow
+    with pytest.raises(ImportError, match="pipeline='tf' builds tf.data pipelines"):
+        data.load("digits", pipeline="tf")
+    with pytest.raises(ImportError, match="reads image folders and CUB .* through tf.data"):
+        data.load(tmp_path / "folder")
+
+    monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)
+    (tmp_path / "tfds" / "mnist" / "3.0.1").mkdir(parents=True)
+    (tmp_path / "tfds" / "mnist" / "3.0.1" / "dataset_info.json").write_text(json.dumps({}))
+    with pytest.raises(ImportError, match="TFDS directory, .*, which only tensorflow-datasets"):
+        data.load("mnist")
 
 
 # === Errors and metadata ===

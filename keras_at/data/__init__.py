@@ -1,12 +1,14 @@
 """Datasets for attention-transfer experiments: offline first, per-example augmentation.
 
-`load(name, split, ...)` gives a batched, normalised `tf.data.Dataset`; `info(name)` the
-metadata (classes, native shape, mean/std) that models and examples need;
-`with_teacher_gradients` training data that carries precomputed teacher input gradients.
+`load(name, split, ...)` gives batched, normalised data: a `tf.data.Dataset` where TensorFlow
+is installed, otherwise an `ArrayDataset` (a `keras.utils.PyDataset`; `pipeline=` picks one).
+`info(name)` gives the metadata (classes, native shape, mean/std) that models and examples
+need; `with_teacher_gradients` training data that carries precomputed teacher input gradients.
 
-The pipelines are `tf.data`, so this package needs TensorFlow, on any Keras backend (a JAX
-user's `fit` reads a `tf.data.Dataset` as well). Its names are imported on first use:
-`import keras_at` works without TensorFlow, and the Distiller then fits numpy arrays.
+Either pipeline feeds `fit` on any Keras backend. Without TensorFlow, `load`, `from_arrays` and
+`info` work for the named datasets; image folders, CUB, TFDS directories and
+`with_teacher_gradients` need it and say so. Names are imported on first use, so
+`import keras_at` imports no TensorFlow.
 """
 
 from __future__ import annotations
@@ -16,11 +18,12 @@ import importlib
 # Each public name, and the module that defines it.
 _NAMES = {
     "KNOWN": "catalog",
+    "ArrayDataset": "numpy_pipeline",
     "DatasetInfo": "catalog",
     "Augmentation": "augment",
-    "from_arrays": "pipeline",
-    "info": "pipeline",
-    "load": "pipeline",
+    "from_arrays": "loader",
+    "info": "loader",
+    "load": "loader",
     "with_teacher_gradients": "teacher_gradients",
 }
 
@@ -38,7 +41,8 @@ def __getattr__(name: str):
         raise ImportError(
             f"keras_at.data.{name} builds tf.data pipelines, which need TensorFlow "
             "(`pip install tensorflow`; the CPU build is enough on any Keras backend). Without "
-            "it, give the Distiller numpy arrays: `distiller.fit(x, y, batch_size=...)`."
+            "it, keras_at.data.load and from_arrays give the named datasets and in-memory "
+            "arrays as a keras.utils.PyDataset (pipeline='numpy')."
         ) from error
     value = getattr(module, name)
     globals()[name] = value  # the next access finds it without this function

@@ -1,15 +1,24 @@
-"""Per-example training augmentation and resizing, run inside `tf.data` before batching.
+"""Per-example training augmentation: the recipe, shared by the `tf.data` and numpy pipelines.
 
 `keras.layers.RandomCrop` on a batch picks one crop for the whole batch; here every example gets
-its own crop and flip, drawn by stateless `tf.image` ops from a per-example seed, so a pipeline
-with a fixed `seed` is reproducible and still different from one epoch to the next.
+its own crop and flip, drawn from a per-example seed, so a pipeline with a fixed `seed` is
+reproducible and still different from one epoch to the next. This module holds the recipe
+(`Augmentation`) and needs no TensorFlow; `keras_at.data.augment_tf` applies it inside
+`tf.data`, `keras_at.data.augment_numpy` to numpy batches (`ArrayDataset`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import importlib
+from typing import TYPE_CHECKING
 
-import tensorflow as tf
+if TYPE_CHECKING:
+    import tensorflow as tf
+
+# Single-crop evaluation of ImageNet models (fb.resnet.torch, the authors' imagenet.py): the
+# shorter side to 256, then the central 224x224 window; for other sizes, in proportion.
+EVAL_SCALE = 256 / 224
 
 
 @dataclasses.dataclass(frozen=True)
@@ -22,7 +31,8 @@ class Augmentation:
     resized crop covering that fraction of the image, aspect ratio in [3/4, 4/3]), used for image
     folders. `scale_short` switches it to the CUB recipe of the paper (§4.2.1): the shorter side
     rescaled to `scale_short` times the output size (256/224: 256 for 224 crops), then a random
-    window of the output size.
+    window of the output size. Both pipelines of `keras_at.data.load` apply the pad-crop-flip
+    recipe; `crop_area` and `scale_short` are applied by its `tf.data` pipeline only.
 
     Args:
         pad: pixels added on each side before the random crop; 0 disables the translation.
@@ -63,36 +73,13 @@ class Augmentation:
             )
 
     def __call__(self, image: tf.Tensor, seed: tf.Tensor, size: tuple[int, int]) -> tf.Tensor:
-        """Augments one `(H, W, C)` image of any size into a `(*size, C)` image.
+        """Augments one `(H, W, C)` image of any size into a `(*size, C)` image, in TensorFlow.
 
         `seed` is a shape-`(2,)` integer tensor; the same seed gives the same result.
         """
-        crop_seed, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
-        if self.crop_area is not None:
-            begin, extent, _ = tf.image.stateless_sample_distorted_bounding_box(
-                tf.shape(image),
-                bounding_boxes=tf.zeros([1, 0, 4]),
-                seed=crop_seed,
-                min_object_covered=0.0,
-                aspect_ratio_range=(3 / 4, 4 / 3),
-                area_range=self.crop_area,
-                max_attempts=10,
-                use_image_if_no_bounding_boxes=True,
-            )
-            image = resize(tf.slice(image, begin, extent), size)
-        elif self.scale_short is not None:
-            image = cover(image, size, self.scale_short)
-            window = (*size, image.shape[-1])
-            image = tf.image.stateless_random_crop(image, window, seed=crop_seed)
-        else:
-            image = resize(image, size)
-            if self.pad:
-                p = self.pad
-                padded = tf.pad(image, [[p, p], [p, p], [0, 0]], mode=self.pad_mode)
-                image = tf.image.stateless_random_crop(padded, tf.shape(image), seed=crop_seed)
-        if self.flip:
-            image = flip_if(_flip_draw(flip_seed), image)
-        return image
+        from keras_at.data import augment_tf
+
+        return augment_tf.augment(self, image, seed, size)
 
     def flips(self, seed: tf.Tensor) -> tf.Tensor:
         """Whether `__call__` with this per-example `seed` flips the image: a bool scalar.
@@ -100,57 +87,16 @@ class Augmentation:
         The draw of `tf.image.stateless_random_flip_left_right`, made here so that what travels
         with an image (its precomputed teacher input gradient) can follow the same flip.
         """
-        if not self.flip:
-            return tf.constant(False)
-        _, flip_seed = tf.unstack(tf.random.experimental.stateless_split(seed, 2))
-        return _flip_draw(flip_seed)
+        from keras_at.data import augment_tf
+
+        return augment_tf.flips(self, seed)
 
 
-def _flip_draw(flip_seed: tf.Tensor) -> tf.Tensor:
-    return tf.random.stateless_uniform([], flip_seed) < 0.5
+# The TensorFlow image functions this module held before `augment_tf`, at their old names.
+_MOVED = ("centre_crop", "cover", "flip_if", "resize")
 
 
-def flip_if(flipped: tf.Tensor, image: tf.Tensor) -> tf.Tensor:
-    """`image` (H, W, C) mirrored left-right where the bool scalar `flipped` is true."""
-    return tf.cond(flipped, lambda: tf.reverse(image, [1]), lambda: image)
-
-
-def resize(image: tf.Tensor, size: tuple[int, int]) -> tf.Tensor:
-    """Bilinear resize of one image to `size` (antialiased when shrinking); a no-op when the
-    static size already matches, so native-size datasets keep their exact uint8 pixels."""
-    if tuple(image.shape[:2]) == tuple(size):
-        return image
-    image = tf.image.resize(image, size, method="bilinear", antialias=True)
-    return tf.ensure_shape(image, (*size, image.shape[-1]))
-
-
-# Single-crop evaluation of ImageNet models (fb.resnet.torch, the authors' imagenet.py): the
-# shorter side to 256, then the central 224x224 window; for other sizes, in proportion.
-EVAL_SCALE = 256 / 224
-
-
-def cover(image: tf.Tensor, size: tuple[int, int], scale: float) -> tf.Tensor:
-    """Resizes one image, keeping its aspect ratio, to cover `scale * size`.
-
-    For a square `size` this sets the shorter side to `round(scale * size)` (256 for 224 at
-    `scale=256/224`); the longer side follows the aspect ratio, rounded.
-    """
-    shape = tf.cast(tf.shape(image)[:2], tf.float32)
-    target = tf.constant([round(scale * s) for s in size], tf.float32)
-    factor = tf.reduce_max(target / shape)
-    new = tf.maximum(tf.cast(tf.round(shape * factor), tf.int32), tf.cast(target, tf.int32))
-    return tf.image.resize(image, new, method="bilinear", antialias=True)
-
-
-def centre_crop(image: tf.Tensor, size: tuple[int, int], scale: float = EVAL_SCALE) -> tf.Tensor:
-    """Single-crop evaluation: `cover(image, size, scale)`, then the central `size` window.
-
-    Example:
-        >>> centre_crop(tf.zeros((200, 300, 3)), (224, 224)).shape  # via 256x384
-        TensorShape([224, 224, 3])
-    """
-    image = cover(image, size, scale)
-    shape = tf.shape(image)
-    top, left = (shape[0] - size[0]) // 2, (shape[1] - size[1]) // 2
-    image = tf.image.crop_to_bounding_box(image, top, left, size[0], size[1])
-    return tf.ensure_shape(image, (*size, image.shape[-1]))
+def __getattr__(name: str):
+    if name in _MOVED:
+        return getattr(importlib.import_module("keras_at.data.augment_tf"), name)
+    raise AttributeError(f"module 'keras_at.data.augment' has no attribute {name!r}")

@@ -22,12 +22,15 @@ holds every class.
 from __future__ import annotations
 
 import os
+from typing import TYPE_CHECKING
 
 import numpy as np
-import tensorflow as tf
 
 from keras_at.data import catalog, folders, splits
 from keras_at.data.augment import EVAL_SCALE, Augmentation
+
+if TYPE_CHECKING:
+    import tensorflow as tf
 
 FILES = (
     "images.txt",
@@ -84,6 +87,8 @@ def files(root: str, split: str, classes: tuple[str, ...]) -> tuple[list[str], n
 
 def reader(root: str, paths: list[str]):
     """`read(i)`: the `i`-th of `paths` decoded and cropped to its bounding box (uint8)."""
+    import tensorflow as tf  # reading the lists (`info`, `files`) needs none; decoding does
+
     index, _, boxes, _ = _catalogue(root, None)
     position = {path: i for i, path in enumerate(index)}
     table = tf.constant(paths)
@@ -99,6 +104,8 @@ def reader(root: str, paths: list[str]):
 def crop_box(image: tf.Tensor, box: tf.Tensor) -> tf.Tensor:
     """`image[top:bottom, left:right]` for `box = (top, left, bottom, right)`, kept inside the
     image and at least one pixel high and wide."""
+    import tensorflow as tf
+
     height, width = tf.shape(image)[0], tf.shape(image)[1]
     top = tf.clip_by_value(box[0], 0, height - 1)
     left = tf.clip_by_value(box[1], 0, width - 1)

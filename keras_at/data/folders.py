@@ -17,9 +17,12 @@ from __future__ import annotations
 
 import os
 import warnings
+from typing import TYPE_CHECKING
 
 import numpy as np
-import tensorflow as tf
+
+if TYPE_CHECKING:
+    import tensorflow as tf
 
 EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp")
 
@@ -134,6 +137,8 @@ def _images_under(folder: str) -> list[str]:
 
 def decode(contents: tf.Tensor) -> tf.Tensor:
     """One image file's bytes -> uint8 `(H, W, 3)` (grayscale and RGBA converted to RGB)."""
+    import tensorflow as tf  # listing a folder (`info`) needs none; decoding does
+
     image = tf.io.decode_image(contents, channels=3, expand_animations=False)
     return tf.ensure_shape(image, (None, None, 3))
 
@@ -141,6 +146,8 @@ def decode(contents: tf.Tensor) -> tf.Tensor:
 def drop_undecodable(paths: list[str], labels: np.ndarray, root: str):
     """Decodes every file once (in parallel) and drops, with one warning naming them, those
     TensorFlow cannot decode, so a bad file fails here instead of hours into training."""
+    import tensorflow as tf
+
     ok = np.zeros(len(paths), bool)
     if paths:
         table = tf.constant(paths)

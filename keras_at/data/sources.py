@@ -242,7 +242,14 @@ def _tfds_format(directory, name, splits):
     version = max(versions, key=_version_key)
 
     def read():
-        import tensorflow_datasets as tfds
+        try:
+            import tensorflow_datasets as tfds
+        except ModuleNotFoundError as error:
+            raise ImportError(
+                f"{name!r} was found as a TFDS directory, {os.path.join(root, version)}, which "
+                "only tensorflow-datasets reads (it needs TensorFlow; `pip install "
+                f"tensorflow-datasets`). Without it, {_SOURCES[name].how}."
+            ) from error
 
         builder = tfds.builder(f"{name}:{version}", data_dir=directory)
         num_classes = builder.info.features["label"].num_classes
@@ -373,12 +380,13 @@ DIGITS_TRAIN_FRACTION = 0.8
 def digits_arrays() -> Arrays:
     """scikit-learn's 1797 digits (8x8, values 0..16) as uint8 32x32 images, bilinearly
     upsampled; the first 80% in source order are the train split, the rest the test split."""
-    import tensorflow as tf
     from sklearn.datasets import load_digits
+
+    from keras_at.data.augment_numpy import resize
 
     digits = load_digits()
     small = digits.images[..., None].astype(np.float32) * (255 / 16)
-    images = tf.image.resize(small, DIGITS_SIZE, method="bilinear").numpy()
+    images = resize(small, DIGITS_SIZE)  # the pixels of tf.image.resize(..., "bilinear")
     images = np.clip(np.round(images), 0, 255).astype(np.uint8)
     labels = digits.target.astype(np.int32)
     n_train = int(len(images) * DIGITS_TRAIN_FRACTION)

@@ -12,7 +12,8 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-from keras_at.data.augment import Augmentation, flip_if
+from keras_at.data.augment import Augmentation
+from keras_at.data.augment_tf import flip_if
 from keras_at.data.pipeline import AUTOTUNE, check_batch_size, example_indices
 
 

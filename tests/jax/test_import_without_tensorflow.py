@@ -2,8 +2,9 @@
 
 `make test-jax` runs this in `.venv-jax`, where TensorFlow is not installed. With
 `KERAS_BACKEND=jax` the first test also means something where TensorFlow is installed: nothing
-may import it. The parts that need TensorFlow (keras_at.data, AttentionMapLogger's TensorBoard
-events) say so where it is missing.
+may import it. The parts that need TensorFlow (keras_at.data's tf.data pipelines,
+AttentionMapLogger's TensorBoard events) say so where it is missing; keras_at.data's numpy
+pipeline is tests/jax/test_data_without_tensorflow.py.
 
 One fresh interpreter does all of it (`SCRIPT`): its sys.modules holds only what keras_at and
 the fit loaded, and its two networks are built once (on JAX, each new weight shape is an XLA
@@ -61,7 +62,7 @@ out = {
 }
 if importlib.util.find_spec("tensorflow") is None:  # what needs it says so
     try:
-        keras_at.data.load
+        keras_at.data.with_teacher_gradients
         out["data_error"] = None
     except ImportError as error:
         out["data_error"] = str(error)
@@ -104,8 +105,9 @@ def test_distiller_fits_numpy_arrays_on_jax_without_importing_tensorflow(run):
 
 @without_tensorflow
 def test_data_pipelines_say_they_need_tensorflow(run):
-    assert run["data_error"] is not None, "keras_at.data.load imported without TensorFlow"
-    assert "keras_at.data.load builds tf.data pipelines, which need TensorFlow" in run["data_error"]
+    assert run["data_error"] is not None, "with_teacher_gradients imported without TensorFlow"
+    assert ("keras_at.data.with_teacher_gradients builds tf.data pipelines, which need "
+            "TensorFlow") in run["data_error"]
 
 
 @without_tensorflow
