@@ -190,11 +190,12 @@ def pair_maps(images, student_maps, teacher_maps, cmap: str = DEFAULT_CMAP) -> d
 
 
 def pair_grid(images, student_maps, teacher_maps, cmap: str = DEFAULT_CMAP,
-              gap: int = 2) -> np.ndarray:
+              gap: int = 2, titles: bool = True) -> np.ndarray:
     """One picture comparing a pair's maps: rows are examples, columns `GRID_COLUMNS`.
 
     Tiles smaller than 96 pixels a side are enlarged by an integer factor (nearest neighbour),
-    and separated by `gap` white pixels.
+    and separated by `gap` white pixels. With `titles`, a white strip on top names each column
+    (image, teacher, student, overlay), so the picture explains itself in TensorBoard.
 
     Args:
         images: `(B, H, W, C)` inputs, C in {1, 3}.
@@ -202,24 +203,60 @@ def pair_grid(images, student_maps, teacher_maps, cmap: str = DEFAULT_CMAP,
         teacher_maps: `(B, h', w')` the teacher's maps of that pair.
         cmap: name of a matplotlib colormap.
         gap: pixels between tiles.
+        titles: whether to put the column titles on top.
 
     Returns:
-        A float32 array `(B * T + (B - 1) * gap, 4 * T' + 3 * gap, 3)` in [0, 1], with `T, T'`
-        the enlarged tile height and width.
+        A float32 array `(S + B * T + (B - 1) * gap, 4 * T' + 3 * gap, 3)` in [0, 1], with
+        `T, T'` the enlarged tile height and width and `S` the title strip's height and its gap
+        (`title_height(T') + gap`; 0 without titles).
 
     Example:
 
     >>> pair_grid(np.zeros((2, 32, 32, 3)), np.ones((2, 8, 8)), np.ones((2, 8, 8))).shape
-    (194, 390, 3)
+    (220, 390, 3)
     """
     pictures = pair_maps(images, student_maps, teacher_maps, cmap)
     tiles = np.stack([pictures[kind] for kind in GRID_COLUMNS], axis=1)  # (B, 4, H, W, 3)
     scale = max(1, -(-_MIN_TILE // max(tiles.shape[2:4])))
     tiles = tiles.repeat(scale, axis=2).repeat(scale, axis=3)
+    tile_width = tiles.shape[3]
     tiles = np.pad(tiles, ((0, 0), (0, 0), (0, gap), (0, gap), (0, 0)), constant_values=1.0)
     rows, columns, height, width, _ = tiles.shape
     grid = tiles.transpose(0, 2, 1, 3, 4).reshape(rows * height, columns * width, 3)
-    return grid[: grid.shape[0] - gap, : grid.shape[1] - gap].astype("float32")
+    grid = grid[: grid.shape[0] - gap, : grid.shape[1] - gap]
+    if titles:
+        strip = _title_strip(GRID_COLUMNS, tile_width, gap)
+        grid = np.concatenate([strip, np.ones((gap,) + grid.shape[1:]), grid])
+    return grid.astype("float32")
+
+
+def title_height(tile_width: int) -> int:
+    """Pixels of `pair_grid`'s title strip over tiles `tile_width` pixels wide."""
+    return max(18, tile_width // 4)
+
+
+def _title_strip(titles, tile_width: int, gap: int) -> np.ndarray:
+    """`(title_height, len(titles) * (tile_width + gap) - gap, 3)`: black titles on white, each
+    centred over its column, drawn by matplotlib (Agg, no display needed)."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    height = title_height(tile_width)
+    width = len(titles) * (tile_width + gap) - gap
+    dpi = 100
+    figure = Figure(figsize=(width / dpi, height / dpi), dpi=dpi, facecolor="white")
+    canvas = FigureCanvasAgg(figure)
+    for column, title in enumerate(titles):
+        centre = (column * (tile_width + gap) + tile_width / 2) / width
+        # 0.55 of the strip's height, in points (72 a inch), for the letters' cap height.
+        figure.text(centre, 0.5, title, ha="center", va="center", color="black",
+                    fontsize=0.55 * height * 72 / dpi)
+    canvas.draw()
+    rgb = np.asarray(canvas.buffer_rgba())[..., :3].astype("float32") / 255.0
+    # The canvas rounds inches to pixels: trim or pad with white to the exact size.
+    rgb = rgb[:height, :width]
+    return np.pad(rgb, ((0, height - rgb.shape[0]), (0, width - rgb.shape[1]), (0, 0)),
+                  constant_values=1.0)
 
 
 def plot_attention(

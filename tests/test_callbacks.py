@@ -17,7 +17,7 @@ from tensorboard.backend.event_processing import event_accumulator
 import keras_at
 from keras_at.backup import POSITION_KEY
 from keras_at.callbacks import AttentionMapLogger, BackupAndRestore, BetaDecay, BetaScheduler
-from keras_at.visualize import GRID_COLUMNS, pair_maps
+from keras_at.visualize import GRID_COLUMNS, pair_maps, title_height
 
 
 def distiller(channels=3, **weights):
@@ -304,7 +304,7 @@ def decode_images(event):
 
 def grid_tile(grid, row, column, tile, scale, gap=2):
     """The tile at (row, column) of a `pair_grid` picture, shrunk back by its `scale`."""
-    top, left = row * (tile + gap), column * (tile + gap)
+    top, left = title_height(tile) + gap + row * (tile + gap), column * (tile + gap)
     return grid[top:top + tile:scale, left:left + tile:scale, :3]
 
 
@@ -332,7 +332,8 @@ def test_attention_maps_are_written_next_to_keras_tensorboard(tmp_path):
         for event in logged:
             width, height, images = decode_images(event)
             assert len(images) == 1
-            assert (height, width) == (4 * tile + 3 * 2, len(GRID_COLUMNS) * tile + 3 * 2)
+            assert (height, width) == (title_height(tile) + 2 + 4 * tile + 3 * 2,
+                                       len(GRID_COLUMNS) * tile + 3 * 2)
             assert images[0].shape[:2] == (height, width)
         # The last grid's tiles are the image and the pair's maps with the final weights.
         pictures = pair_maps(x[:4], *final_maps[pair])

@@ -93,20 +93,46 @@ def test_pair_grid_rows_are_examples_and_columns_image_teacher_student_overlay()
     student = np.random.default_rng(1).random((3, 4, 4))
     teacher = np.random.default_rng(2).random((3, 8, 8))
     grid = visualize.pair_grid(x, student, teacher, gap=2)
-    # 16-pixel tiles enlarged 6x to 96, 2 white pixels between tiles.
-    assert grid.shape == (3 * 96 + 2 * 2, 4 * 96 + 3 * 2, 3)
+    # 16-pixel tiles enlarged 6x to 96, 2 white pixels between tiles, the titles on top.
+    head = visualize.title_height(96) + 2
+    assert grid.shape == (head + 3 * 96 + 2 * 2, 4 * 96 + 3 * 2, 3)
     assert grid.min() >= 0 and grid.max() <= 1
     pictures = visualize.pair_maps(x, student, teacher)
     assert tuple(pictures) == visualize.GRID_COLUMNS
     for row in range(3):
         for column, kind in enumerate(visualize.GRID_COLUMNS):
-            top, left = row * 98, column * 98
+            top, left = head + row * 98, column * 98
             np.testing.assert_array_equal(grid[top:top + 96:6, left:left + 96:6],
                                           pictures[kind][row])
-    np.testing.assert_array_equal(grid[96:98], 1.0)  # the gap between rows is white
+    np.testing.assert_array_equal(grid[head + 96:head + 98], 1.0)  # white between rows
+    np.testing.assert_array_equal(grid[head - 2:head], 1.0)  # and under the titles
+    untitled = visualize.pair_grid(x, student, teacher, gap=2, titles=False)
+    np.testing.assert_array_equal(untitled, grid[head:])
     # Tiles of 96 pixels or more are not enlarged.
     big = visualize.pair_grid(np.zeros((1, 100, 100, 1)), student[:1], teacher[:1], gap=0)
-    assert big.shape == (100, 400, 3)
+    assert big.shape == (visualize.title_height(100) + 100, 400, 3)
+
+
+def test_pair_grid_titles_each_column_in_the_picture():
+    """Each column's title is drawn over its own tile: dark ink centred in that column, on
+    white, and four different words make four different strips."""
+    x = images(2)
+    grid = visualize.pair_grid(x, np.ones((2, 4, 4)), np.ones((2, 4, 4)), gap=2)
+    strip = grid[:visualize.title_height(96)].mean(axis=-1)
+    columns = [strip[:, c * 98:c * 98 + 96] for c in range(4)]
+    for title, column in zip(visualize.GRID_COLUMNS, columns):
+        ink = np.argwhere(column < 0.5)
+        assert len(ink) > 20, f"no letters over the {title} column"
+        left, right = ink[:, 1].min(), ink[:, 1].max()
+        assert abs((left + right) / 2 - 48) < 8, f"{title} not centred: {left}..{right}"
+        assert right - left < 96
+    # Longer words are wider: letters are drawn, not a bar.
+    widths = [np.ptp(np.argwhere(c < 0.5)[:, 1]) for c in columns]
+    assert widths[0] < widths[2]  # "image" < "student"
+    for a in range(4):
+        for b in range(a + 1, 4):
+            assert not np.array_equal(columns[a] < 0.5, columns[b] < 0.5)
+    np.testing.assert_array_equal(strip[:, 96:98], 1.0)  # the gaps between titles stay white
 
 
 def test_plot_attention_functions_draws_figure_4s_grid_of_layers_and_functions(tmp_path):
