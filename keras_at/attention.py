@@ -46,7 +46,7 @@ def attention_map(features, p: float = 2, reduction: str = "sum"):
     Examples:
         >>> import numpy as np, keras_at
         >>> a = np.ones((2, 4, 4, 3), "float32")
-        >>> keras_at.attention_map(a, p=2).shape
+        >>> tuple(keras_at.attention_map(a, p=2).shape)
         (2, 4, 4)
     """
     check_attention_args(p, reduction)
