@@ -1,5 +1,6 @@
 # Two commands on a fresh machine: `make demo` and `make test`. `make smoke` tests the wheel;
-# `make test-fast` is the suite without the tests marked slow (README, Development).
+# `make test-fast` is the suite without the tests marked slow; `make docs` builds the guide and
+# the API reference into site/ (docs/development.md).
 VENV ?= .venv
 PYTHON ?= python3
 PY := $(VENV)/bin/python
@@ -9,7 +10,7 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 # oneDNN convolutions also on CPUs where TensorFlow leaves them off (no AVX-512): a WRN training step 1.8x faster here.
 export TF_ENABLE_ONEDNN_OPTS ?= 1
 
-.PHONY: demo test test-fast test-jax smoke lint bench clean
+.PHONY: demo test test-fast test-jax smoke docs lint bench clean
 
 # Every dependency is fetched once, as a wheel kept in $(WHEELS), and installed from there: make
 # smoke installs the package into a second, fresh venv from the same wheels without fetching
@@ -63,8 +64,20 @@ test-jax: $(JAX_VENV)/.installed
 smoke: $(VENV)/.installed
 	$(PY) scripts/smoke_test.py --find-links $(WHEELS)
 
+# The guide (docs/) and the API reference generated from the docstrings, into site/ (mkdocs.yml):
+# the docs extra installed into $(VENV) from the same wheel folder. --strict: a warning (a broken
+# link, a docstring that does not parse) fails the build.
+$(VENV)/.docs-installed: $(VENV)/.installed setup.py
+	$(PY) -m pip wheel --quiet --wheel-dir $(WHEELS) --find-links $(WHEELS) ".[docs]"
+	rm -f $(WHEELS)/keras_at-*.whl
+	$(PY) -m pip install --quiet --no-index --find-links $(WHEELS) -e ".[docs]"
+	touch $@
+
+docs: $(VENV)/.docs-installed
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict
+
 bench: $(VENV)/.installed
 	$(PY) benchmarks/throughput.py
 
 clean:
-	rm -rf $(VENV) $(JAX_VENV) $(WHEELS) build dist *.egg-info .pytest_cache
+	rm -rf $(VENV) $(JAX_VENV) $(WHEELS) build dist site *.egg-info .pytest_cache

@@ -16,8 +16,8 @@ def read_version():
 
 
 # What the JAX backend needs: the Distiller, models, losses and callbacks on numpy arrays. A JAX
-# user without TensorFlow installs these and `pip install --no-deps` keras-at (README,
-# "Backends"); `make test-jax` does the same (tests/test_release.py checks both lists).
+# user without TensorFlow installs these and `pip install --no-deps` keras-at (README, "Without
+# TensorFlow: JAX"); `make test-jax` does the same (tests/test_release.py checks both lists).
 REQUIRES_WITHOUT_TENSORFLOW = ["keras>=3.12", "numpy", "matplotlib", "scikit-learn", "pillow"]
 # TensorFlow and what only its parts use: keras_at.data's tf.data pipelines and datasets,
 # AttentionMapLogger's TensorBoard events, models.resnet's keras-cv backbones.
@@ -75,5 +75,8 @@ setup(
         # pytest-timeout: pyproject.toml's per-test time limit.
         "test": ["pytest", "pytest-timeout", "ruff", "keras-hub>=0.32", "build", "uv",
                  "jax[cpu]", "ai-edge-litert>=2.3; platform_system != 'Windows'"],
+        # `make docs`: the guide in docs/ and the API reference that mkdocstrings generates from
+        # the docstrings (mkdocs.yml). mkdocs 2 drops the plugins these use.
+        "docs": ["mkdocs>=1.6,<2", "mkdocs-material>=9.5", "mkdocstrings[python]>=1.0"],
     },
 )

@@ -43,12 +43,11 @@ def attention_map(features, p: float = 2, reduction: str = "sum"):
     Returns:
         A float32 tensor `(B, H, W)`.
 
-    Example:
-
-    >>> import numpy as np, keras_at
-    >>> a = np.ones((2, 4, 4, 3), "float32")
-    >>> keras_at.attention_map(a, p=2).shape
-    (2, 4, 4)
+    Examples:
+        >>> import numpy as np, keras_at
+        >>> a = np.ones((2, 4, 4, 3), "float32")
+        >>> tuple(keras_at.attention_map(a, p=2).shape)
+        (2, 4, 4)
     """
     check_attention_args(p, reduction)
     features = ops.convert_to_tensor(features)

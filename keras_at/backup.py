@@ -43,8 +43,8 @@ class BackupAndRestore(keras.callbacks.BackupAndRestore):
     Distiller's; with another `train_step`, a resume with other steps per epoch
     is refused.
 
-    Args: as `keras.callbacks.BackupAndRestore` (`backup_dir`, `save_freq`,
-        `double_checkpoint`, `delete_checkpoint`).
+    It takes the arguments of `keras.callbacks.BackupAndRestore` (`backup_dir`,
+    `save_freq`, `double_checkpoint`, `delete_checkpoint`).
 
     Example:
 

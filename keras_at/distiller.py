@@ -73,7 +73,8 @@ class Distiller(backend.Trainer, keras.Model):
         beta: weight of `sum(at_loss)` over pairs (1e3, the paper's). The default suits
             the authors' optimizer, SGD with momentum; with Adam use about 10:
             in `benchmarks/beta_grid.py`'s run (`docs/beta_grid.md`) Adam's student was a
-            little better than alone with 10 and worse with 1e2 and 1e3 (README, "Choosing β").
+            little better than alone with 10 and worse with 1e2 and 1e3
+            (docs/distiller.md, "Choosing β").
         p: exponent of the attention mapping function (assigning it later retraces the step).
         reduction: `"sum"`, `"mean"` or `"max"` over channels (likewise).
         alpha: KD weight in `(1 - alpha) * task + alpha * kd_loss`, in [0, 1].

@@ -96,12 +96,11 @@ def at_loss(student_features, teacher_features, p: float = 2, reduction: str = "
     Returns:
         A float32 scalar in `[0, 2 / (H * W)]`.
 
-    Example:
-
-    >>> import numpy as np, keras_at
-    >>> s = np.random.rand(2, 8, 8, 16).astype("float32")
-    >>> float(keras_at.at_loss(s, s))
-    0.0
+    Examples:
+        >>> import numpy as np, keras_at
+        >>> s = np.random.rand(2, 8, 8, 16).astype("float32")
+        >>> float(keras_at.at_loss(s, s))
+        0.0
     """
     return ops.mean(at_loss_per_example(student_features, teacher_features, p, reduction))
 
@@ -141,12 +140,11 @@ def kd_loss(student_logits, teacher_logits, temperature: float = 4.0):
     Returns:
         A float32 scalar, zero when the two logit vectors are equal.
 
-    Example:
-
-    >>> import numpy as np, keras_at
-    >>> z = np.random.randn(4, 10).astype("float32")
-    >>> round(float(keras_at.kd_loss(z, z)), 6)
-    0.0
+    Examples:
+        >>> import numpy as np, keras_at
+        >>> z = np.random.randn(4, 10).astype("float32")
+        >>> round(float(keras_at.kd_loss(z, z)), 6)
+        0.0
     """
     temperature = check_temperature(temperature)
     return ops.mean(kd_loss_per_example(student_logits, teacher_logits, temperature))

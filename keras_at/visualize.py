@@ -41,11 +41,10 @@ def normalize(maps) -> np.ndarray:
     Returns:
         A float32 array of the same shape, in [0, 1], without NaNs.
 
-    Example:
-
-    >>> normalize(np.array([[1.0, 3.0], [2.0, 2.0]]))
-    array([[0. , 1. ],
-           [0.5, 0.5]], dtype=float32)
+    Examples:
+        >>> normalize(np.array([[1.0, 3.0], [2.0, 2.0]]))
+        array([[0. , 1. ],
+               [0.5, 0.5]], dtype=float32)
     """
     maps = np.asarray(maps, dtype="float32")
     if maps.ndim < 2:
@@ -69,10 +68,9 @@ def upsample(maps, size) -> np.ndarray:
     Returns:
         A float32 numpy array of shape `size` or `(B, *size)`.
 
-    Example:
-
-    >>> upsample(np.eye(4), (16, 16)).shape
-    (16, 16)
+    Examples:
+        >>> upsample(np.eye(4), (16, 16)).shape
+        (16, 16)
     """
     maps = np.asarray(maps, dtype="float32")
     if maps.ndim not in (2, 3):
@@ -93,10 +91,9 @@ def colorize(maps, cmap: str = DEFAULT_CMAP) -> np.ndarray:
     Returns:
         A float32 array of shape `(..., H, W, 3)` in [0, 1].
 
-    Example:
-
-    >>> colorize(np.eye(8)).shape
-    (8, 8, 3)
+    Examples:
+        >>> colorize(np.eye(8)).shape
+        (8, 8, 3)
     """
     import matplotlib  # here, not at import: `import keras_at` does not load matplotlib
 
@@ -116,10 +113,9 @@ def to_rgb(images) -> np.ndarray:
     Returns:
         A float32 array of shape `(H, W, 3)` or `(B, H, W, 3)` in [0, 1].
 
-    Example:
-
-    >>> to_rgb(np.zeros((28, 28, 1))).shape
-    (28, 28, 3)
+    Examples:
+        >>> to_rgb(np.zeros((28, 28, 1))).shape
+        (28, 28, 3)
     """
     images = np.asarray(images, dtype="float32")
     if images.ndim not in (3, 4) or images.shape[-1] not in (1, 3):
@@ -149,10 +145,9 @@ def overlay(images, maps, alpha: float = 0.5, cmap: str = DEFAULT_CMAP) -> np.nd
     Returns:
         A float32 array of shape `(H, W, 3)` or `(B, H, W, 3)` in [0, 1].
 
-    Example:
-
-    >>> overlay(np.random.rand(32, 32, 3), np.random.rand(8, 8)).shape
-    (32, 32, 3)
+    Examples:
+        >>> overlay(np.random.rand(32, 32, 3), np.random.rand(8, 8)).shape
+        (32, 32, 3)
     """
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"`alpha` must be in [0, 1], got {alpha!r}.")
@@ -210,10 +205,9 @@ def pair_grid(images, student_maps, teacher_maps, cmap: str = DEFAULT_CMAP,
         `T, T'` the enlarged tile height and width and `S` the title strip's height and its gap
         (`title_height(T') + gap`; 0 without titles).
 
-    Example:
-
-    >>> pair_grid(np.zeros((2, 32, 32, 3)), np.ones((2, 8, 8)), np.ones((2, 8, 8))).shape
-    (220, 390, 3)
+    Examples:
+        >>> pair_grid(np.zeros((2, 32, 32, 3)), np.ones((2, 8, 8)), np.ones((2, 8, 8))).shape
+        (220, 390, 3)
     """
     pictures = pair_maps(images, student_maps, teacher_maps, cmap)
     tiles = np.stack([pictures[kind] for kind in GRID_COLUMNS], axis=1)  # (B, 4, H, W, 3)

@@ -15,8 +15,8 @@ the package goes unnoticed. This script is what a user gets instead:
 4. runs this script again with that venv's Python, from the temporary folder and with
    PYTHONPATH unset (`--inside`), which checks that `keras_at` comes from the venv, then
    imports it, loads `keras_at.data.load("digits")`, builds a WRN-16-1 / WRN-16-2 pair, fits
-   one `keras_at.Distiller` step and one step of the README's `keras.distillation.Distiller`
-   snippet with `keras_at.AttentionTransfer`, read from the README and run as written.
+   one `keras_at.Distiller` step and one step of the guide's `keras.distillation.Distiller`
+   snippet with `keras_at.AttentionTransfer`, read from docs/distiller.md and run as written.
 
     make smoke                                  # or: .venv/bin/python scripts/smoke_test.py
     .venv/bin/python scripts/smoke_test.py --keep   # keep the venv, print where it is
@@ -41,6 +41,8 @@ import zipfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+# The guide's page that shows core Keras's Distiller with keras_at.AttentionTransfer.
+CORE_SNIPPET_PAGE = Path("docs") / "distiller.md"
 # In the sdist, below its top folder `keras_at-X.Y.Z/`.
 SDIST_REQUIRED = ("README.md", "LICENSE", "CHANGELOG.md", "setup.py", "pyproject.toml",
                   "keras_at/__init__.py", "keras_at/_version.py")
@@ -153,7 +155,7 @@ def build_and_install(keep, find_links=None):
         # A copy, so that not even the script's own folder (sys.path[0]) is in the checkout.
         script = shutil.copy(__file__, work / "smoke_test.py")
         start = time.monotonic()
-        inside = [python, script, "--inside", "--readme", ROOT / "README.md"]
+        inside = [python, script, "--inside", "--checkout", ROOT]
         result = subprocess.run(inside, cwd=work, env=env)
         timings["checks"] = time.monotonic() - start
         check(result.returncode == 0, f"the checks in the fresh venv exited {result.returncode}")
@@ -172,13 +174,13 @@ def build_and_install(keep, find_links=None):
 # ---------------------------------------------------------------- inside the fresh venv
 
 
-def readme_core_snippet(readme):
-    """The README's first python block that builds `keras.distillation.Distiller` with
+def core_snippet(page):
+    """The page's first python block that builds `keras.distillation.Distiller` with
     `keras_at.AttentionTransfer`."""
-    blocks = re.findall(r"```python\n(.*?)```", Path(readme).read_text(encoding="utf-8"), re.S)
+    blocks = re.findall(r"```python\n(.*?)```", Path(page).read_text(encoding="utf-8"), re.S)
     found = [b for b in blocks
              if "keras.distillation.Distiller(" in b and "keras_at.AttentionTransfer(" in b]
-    check(found, f"{readme} has no python block with keras.distillation.Distiller( and "
+    check(found, f"{page} has no python block with keras.distillation.Distiller( and "
           "keras_at.AttentionTransfer(")
     return found[0]
 
@@ -192,11 +194,11 @@ def run_snippet(source, namespace):
     last = tree.body[-1] if isinstance(tree.body[-1], ast.Expr) else None
     if last is not None:
         tree.body.pop()
-    exec(compile(tree, "README.md", "exec"), namespace)
+    exec(compile(tree, str(CORE_SNIPPET_PAGE), "exec"), namespace)
     if last is not None:
-        return eval(compile(ast.Expression(last.value), "README.md", "eval"), namespace)
+        return eval(compile(ast.Expression(last.value), str(CORE_SNIPPET_PAGE), "eval"), namespace)
     found = [v for v in namespace.values() if isinstance(v, keras.distillation.Distiller)]
-    check(len(found) == 1, "the README snippet leaves no keras.distillation.Distiller")
+    check(len(found) == 1, "the guide's snippet leaves no keras.distillation.Distiller")
     return found[0]
 
 
@@ -206,10 +208,10 @@ def finite(history, key):
     return value
 
 
-def inside_checks(readme):
+def inside_checks(checkout):
     for name, value in (("KERAS_BACKEND", "tensorflow"), ("TF_CPP_MIN_LOG_LEVEL", "2")):
         os.environ.setdefault(name, value)
-    checkout = Path(readme).resolve().parent
+    checkout = Path(checkout).resolve()
     check(not any(Path(p or ".").resolve() == checkout for p in sys.path),
           f"the checkout {checkout} is on sys.path")
     import importlib.metadata
@@ -248,12 +250,12 @@ def inside_checks(readme):
         f"at_loss {at:.4f}, kd_loss {finite(history, 'kd_loss'):.3f}")
 
     namespace = {"keras": keras, "keras_at": keras_at, "teacher": teacher, "student": student}
-    core = run_snippet(readme_core_snippet(readme), namespace)
-    check(isinstance(core, keras.distillation.Distiller), f"the README snippet gave {core!r}")
+    core = run_snippet(core_snippet(checkout / CORE_SNIPPET_PAGE), namespace)
+    check(isinstance(core, keras.distillation.Distiller), f"the guide's snippet gave {core!r}")
     core.compile(optimizer=keras.optimizers.SGD(0.01), loss=ce, jit_compile=False)
     history = core.fit(train.take(1), epochs=1, verbose=0, shuffle=False).history
-    say(f"README's keras.distillation.Distiller with keras_at.AttentionTransfer, one step: "
-        f"loss {finite(history, 'loss'):.3f}")
+    say(f"{CORE_SNIPPET_PAGE}'s keras.distillation.Distiller with keras_at.AttentionTransfer, "
+        f"one step: loss {finite(history, 'loss'):.3f}")
 
 
 def main():
@@ -262,11 +264,11 @@ def main():
     parser.add_argument("--find-links", type=Path, help="install the dependencies from this "
                         "folder of wheels, offline (make smoke: the one `make` fills)")
     parser.add_argument("--inside", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--readme", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--checkout", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     try:
         if args.inside:
-            inside_checks(args.readme)
+            inside_checks(args.checkout)
             return
         start = time.monotonic()
         timings = build_and_install(args.keep, args.find_links)

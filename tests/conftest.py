@@ -3,7 +3,7 @@ the `slow` marker's rule and the networks several test files share.
 
 A test is marked `slow` (`make test-fast` leaves it out) when it launches a process, builds
 an ImageNet-size network (ResNet-34, ResNet-50, 224x224 inputs) or takes more than about 4 s
-on its own, as training for several epochs does (README, Development). A fixture that does
+on its own, as training for several epochs does (docs/development.md). A fixture that does
 one of these is declared with `@slow_fixture`: every test using it is then marked `slow` by
 `pytest_collection_modifyitems`. A test outside `slow` that starts a Python interpreter
 fails, saying so.
@@ -75,7 +75,7 @@ def _python_processes_only_in_slow_tests(request, monkeypatch):
             program = args if isinstance(args, (str, bytes, os.PathLike)) else args[0]
             if os.fspath(program) == sys.executable:
                 pytest.fail(f"{request.node.nodeid} starts a Python process: mark it "
-                            "@pytest.mark.slow (README, Development)")
+                            "@pytest.mark.slow (docs/development.md)")
             super().__init__(args, *rest, **kwargs)
 
     monkeypatch.setattr(subprocess, "Popen", Popen)

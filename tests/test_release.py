@@ -102,7 +102,7 @@ def test_ci_runs_the_smoke_test_and_the_jax_tests_before_the_tests_which_close_t
         for line in (ROOT / ".ci" / "run").read_text(encoding="utf-8").splitlines()
         if line.strip() and not line.lstrip().startswith("#")
     ]
-    assert {"make smoke", "make test-jax", "make test"} <= set(commands), commands
+    assert {"make smoke", "make test-jax", "make docs", "make test"} <= set(commands), commands
     assert commands[-1] == "make test", commands
     assert commands.index("make smoke") < commands.index("make test-jax"), commands
 
@@ -144,7 +144,19 @@ def test_make_test_fast_leaves_out_the_slow_tests_and_every_test_has_a_time_limi
 
     assert recipe("test").splitlines()[-1] == "\t$(PY) -m pytest -q"  # the whole suite
     assert recipe("test-fast").splitlines()[-1] == '\t$(PY) -m pytest -q -m "not slow"'
-    readme = (ROOT / "README.md").read_text(encoding="utf-8")
-    development = readme.split("\n## Development\n", 1)[1].split("\n## ", 1)[0]
+    development = (ROOT / "docs" / "development.md").read_text(encoding="utf-8")
     assert "`make test`" in development and "`make test-fast`" in development
     assert "@pytest.mark.slow" in development and "slow_fixture" in development
+
+
+def test_make_docs_installs_the_docs_extra_and_builds_strictly(metadata):
+    docs = metadata["extras_require"]["docs"]
+    assert {re.split(r"[<>=\[]", r)[0] for r in docs} == {"mkdocs", "mkdocs-material",
+                                                         "mkdocstrings"}, docs
+    assert any(r.startswith("mkdocstrings[python]") for r in docs), docs
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    install = re.search(r"^\$\(VENV\)/\.docs-installed:.*\n((?:\t.*\n)+)", makefile, re.MULTILINE)
+    assert install and '-e ".[docs]"' in install.group(1) and "--no-index" in install.group(1)
+    build = re.search(r"^docs: \$\(VENV\)/\.docs-installed\n((?:\t.*\n)+)", makefile, re.MULTILINE)
+    assert build and build.group(1).rstrip().endswith("-m mkdocs build --strict"), build
+    assert "site/" in (ROOT / ".gitignore").read_text(encoding="utf-8").splitlines()

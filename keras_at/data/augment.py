@@ -42,7 +42,8 @@ class Augmentation:
         crop_area: `(min, max)` area fraction of a random resized crop, or None.
         scale_short: rescale before a random crop, as above (>= 1), or None.
 
-    Example:
+    Examples:
+        >>> import tensorflow as tf
         >>> aug = Augmentation(pad=2, flip=False)
         >>> aug(tf.zeros((8, 8, 1), tf.uint8), tf.constant([1, 2]), (8, 8)).shape
         TensorShape([8, 8, 1])

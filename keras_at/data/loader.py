@@ -35,7 +35,7 @@ def info(name: str | os.PathLike, data_dir: str | os.PathLike | None = None) -> 
     inside `data_dir`) is scanned for its class sub-folders; a CUB-200-2011 folder (one holding
     `images.txt`, see `keras_at.data.cub`) is read from `classes.txt`. Needs no TensorFlow.
 
-    Example:
+    Examples:
         >>> info("cifar10").num_classes, info("cifar10").image_shape
         (10, (32, 32, 3))
     """
@@ -113,7 +113,7 @@ def load(
         ImportError: the `tf.data` pipeline (asked for, or for image folders and CUB) or a
             TFDS directory where TensorFlow is not installed.
 
-    Example:
+    Examples:
         >>> train = load("digits", "train[:90%]", batch_size=64, seed=0)
         >>> val = load("digits", "train[90%:]", augment=False, shuffle=False)
         >>> images, labels = next(iter(train))
@@ -178,7 +178,7 @@ def from_arrays(
     `mean`/`std` are per channel on the [0, 1] scale; None computes them from `images`.
     `pipeline` is `load()`'s: `"tf"`, `"numpy"` or `"auto"`.
 
-    Example:
+    Examples:
         >>> x = np.zeros((10, 8, 8, 3), np.uint8)
         >>> data = from_arrays(x, np.arange(10), 4, mean=(0.5,) * 3, std=(0.25,) * 3)
         >>> images, labels = next(iter(data))

@@ -44,12 +44,14 @@ class ArrayDataset(keras.utils.PyDataset):
         shuffle: a new order every epoch.
         seed: the seed of orders and draws; None draws one from numpy's global generator
             (which `keras.utils.set_random_seed` seeds).
-        mean, std: per-channel statistics on the [0, 1] scale: images are
-            `(x / 255 - mean) / std`.
+        mean: per-channel mean on the [0, 1] scale: images are `(x / 255 - mean) / std`.
+        std: per-channel standard deviation on the [0, 1] scale.
         image_size: `(height, width)` of the batches; None keeps the images' size.
-        workers, use_multiprocessing, max_queue_size: `keras.utils.PyDataset`'s.
+        workers: `keras.utils.PyDataset`'s.
+        use_multiprocessing: `keras.utils.PyDataset`'s.
+        max_queue_size: `keras.utils.PyDataset`'s.
 
-    Example:
+    Examples:
         >>> x = np.zeros((10, 8, 8, 3), np.uint8)
         >>> data = ArrayDataset(x, np.arange(10), 4, mean=(0.5,) * 3, std=(0.25,) * 3)
         >>> len(data), data[0][0].shape, float(data[0][0][0, 0, 0, 0])

@@ -52,7 +52,7 @@ def with_teacher_gradients(
         A `tf.data.Dataset` with known cardinality. Memory: N·H·W·C·4 bytes for the images and
         for each gradient table.
 
-    Example:
+    Examples:
         >>> x = np.random.rand(10, 8, 8, 3).astype("float32")
         >>> j, j_flip = np.ones_like(x), -np.ones_like(x)
         >>> data = with_teacher_gradients(x, np.arange(10), j, j_flip, batch_size=4, seed=0)

@@ -43,8 +43,7 @@ class BatchNorm(keras.layers.BatchNormalization):
     batches' means when the replicas' shares are the same size; the moving variance is the
     mean of the replicas' (unbiased) variances of their own shares.
 
-    Args:
-        **kwargs: as `keras.layers.BatchNormalization`.
+    It takes the arguments of `keras.layers.BatchNormalization`.
 
     Example:
 
