@@ -277,7 +277,7 @@ class AttentionMapLogger(keras.callbacks.Callback):
     """
 
     # Where it writes: under MultiWorkerMirroredStrategy, workers other than the chief are
-    # pointed to a private directory (keras_at._multi_worker.chief_only).
+    # pointed to a private directory (keras_at.trainers.tensorflow._multi_worker.chief_only).
     writes_to = "log_dir"
 
     def __init__(

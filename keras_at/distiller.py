@@ -10,13 +10,11 @@ tape is traced. The teacher's J_T (eq. 4) is a fixed function of the example: gi
 the images as `((images, J_T), labels)` (`cached_gradient_dataset`), it is read instead of
 computed, and gradient AT alone does not run the teacher at all.
 
-Every loss is the global mean over the whole batch under `tf.distribute`:
-terms are computed as per-replica means, logged with the replica's batch
-size as weight, and divided by the replica count for gradient summation.
-The step's logic is written once with `keras.ops`; its gradient plumbing (a tape on
-TensorFlow, a stateless `jax.value_and_grad` on JAX) is `keras_at.backend`'s.
-Sample weights (and `class_weight`, which Keras turns into them) weigh every
-term per example as Keras weighs the task loss: `sum_b w_b * term_b / B`.
+The step (a batch unpacked, its terms, their total, the logs) is `keras_at.step`'s, written once
+with `keras.ops`; the trainer of the Keras backend (`keras_at.trainers`: a tape on TensorFlow, a
+stateless `jax.value_and_grad` on JAX) differentiates it. Every loss is the global mean over the
+whole batch under `tf.distribute`. Sample weights (and `class_weight`, which Keras turns into
+them) weigh every term per example as Keras weighs the task loss: `sum_b w_b * term_b / B`.
 """
 
 from __future__ import annotations
@@ -25,14 +23,15 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_at import backend, hub, saving, task
 from keras_at import features as feat
 from keras_at import gradient_at as grad_at
+from keras_at import hub, saving, task
 from keras_at.attention import check_attention_args
-from keras_at.checks import check_batch, per_example_weights, refuse_empty
+from keras_at.checks import refuse_empty
 from keras_at.losses import check_kd_shapes, compared_maps
 from keras_at.pairs import pair_name, resolve_pairs
-from keras_at.terms import compute_terms, hint_adapters, regularization, switch_on, total_loss
+from keras_at.terms import hint_adapters, switch_on
+from keras_at.trainers import Trainer
 from keras_at.weights import (
     TERMS,
     WEIGHTS,
@@ -46,7 +45,7 @@ from keras_at.weights import (
 
 
 @keras.saving.register_keras_serializable(package="keras_at")
-class Distiller(backend.Trainer, keras.Model):
+class Distiller(Trainer, keras.Model):
     """Trains a student with attention transfer (and KD, hints, gradient AT) from a teacher.
 
     The teacher is frozen: it is never trained and always runs in inference
@@ -278,49 +277,6 @@ class Distiller(backend.Trainer, keras.Model):
         """History keys of the transfer terms this step computes."""
         return [term for term in TERMS.values() if term in self._active]
 
-    # === The step ===
-    def _terms(self, x, y, sample_weight, training, cached):
-        """`(logits, {history key: value})` of the batch's active terms (`keras_at.terms`)."""
-        return compute_terms(
-            self._taps.student, self._taps.teacher, x, y, sample_weight, training,
-            loss=self._task_loss_fn, active=self._active, p=self.p, reduction=self.reduction,
-            temperature=self._temperature, hint_adapters=self.hint_adapters,
-            weights=per_example_weights(sample_weight), cached=cached,
-        )
-
-    def _total(self, terms):
-        """The README's formula (`keras_at.terms.total_loss`), regularisation included."""
-        extra = regularization(self.student, self.hint_adapters,
-                               self._loss_weights["hint_beta"], "hint_loss" in terms)
-        return total_loss(terms, self._loss_weights, extra)
-
-    def _record(self, x, y, logits, sample_weight, terms, total):
-        batch = ops.shape(x)[0]
-        trackers = {m.name: m for m in self.metrics}
-        trackers["loss"].update_state(total, sample_weight=batch)
-        for name, value in terms.items():
-            trackers[name].update_state(value, sample_weight=batch)
-        return self.compute_metrics(x, y, logits, sample_weight=sample_weight)
-
-    def _student_variables(self):
-        """The student's weights and every hint adapter's, whether F-ActT is on or not.
-
-        The optimizer is built once for this fixed list, so switching `hint_beta`
-        on during training needs no new optimizer.
-        """
-        variables = list(self.student.trainable_variables)
-        for adapter in self.hint_adapters:
-            if adapter is not None:
-                variables += adapter.trainable_variables
-        return variables
-
-    def _unpack(self, data):
-        """`(images, labels, sample_weight, cached J_T or None)` of a batch, checked."""
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        x, cached = grad_at.split_teacher_gradients(x, "grad_at_loss" in self._active)
-        y = check_batch(x, y, self._taps.student, self.student.name, self._task_loss_fn)
-        return x, y, sample_weight, cached
-
     # === Inspection ===
     def attention_maps(self, x) -> dict:
         """`{pair_name: (student_map, teacher_map)}`: normalised `(B, H, W)` numpy maps.
@@ -346,17 +302,17 @@ class Distiller(backend.Trainer, keras.Model):
         was built (`_refuse_changed_variables`).
 
         Under `MultiWorkerMirroredStrategy` only the chief writes where a user looks
-        (`keras_at._multi_worker.chief_only`), and a `keras_at.data.load` dataset of image
-        files (`x` or `validation_data`) is read by worker, each decoding only its own files
-        (`keras_at._multi_worker.per_worker_input`); both on TensorFlow (`keras_at.backend`).
+        (`_select_worker_callbacks`), and a `keras_at.data.load` dataset of image files (`x` or
+        `validation_data`) is read by worker, each decoding only its own files
+        (`_split_input_per_worker`); both on TensorFlow (`keras_at.trainers.tensorflow`).
         """
         refuse_empty(x)
         validation = kwargs.get("validation_data")
         refuse_empty(validation[0] if isinstance(validation, (tuple, list)) else validation,
                      data="validation data")
         self._refuse_changed_variables()
-        callbacks = self._worker_callbacks(callbacks)
-        x, kwargs = self._per_worker_input(x, kwargs)
+        callbacks = self._select_worker_callbacks(callbacks)
+        x, kwargs = self._split_input_per_worker(x, kwargs)
         history = super().fit(x, y, *args, callbacks=callbacks, **kwargs)
         if history.epoch and not history.history:
             raise ValueError("fit() read no batch: the training data is empty.")
@@ -386,7 +342,7 @@ class Distiller(backend.Trainer, keras.Model):
         """As `keras.Model.evaluate` (a file dataset is read by worker, as in `fit`); empty data
         is an error, not an empty list."""
         refuse_empty(x, "evaluate", "data")
-        x, kwargs = self._per_worker_input(x, kwargs)
+        x, kwargs = self._split_input_per_worker(x, kwargs)
         try:
             logs = super().evaluate(x, *args, **kwargs)
         except StopIteration as error:  # JAX: no first batch to build the step with
@@ -399,7 +355,7 @@ class Distiller(backend.Trainer, keras.Model):
         """As `keras.Model.predict` (a file dataset is read by worker, as in `fit`); empty data
         is an error."""
         refuse_empty(x, "predict", "data")
-        x, kwargs = self._per_worker_input(x, kwargs)
+        x, kwargs = self._split_input_per_worker(x, kwargs)
         try:
             return super().predict(x, *args, **kwargs)
         except UnboundLocalError as error:  # Keras's predict, with no batch's outputs to join
@@ -484,7 +440,7 @@ class Distiller(backend.Trainer, keras.Model):
     def compile_from_config(self, config):
         self.compile(**keras.saving.deserialize_keras_object(config))
         if self.optimizer is not None:
-            self.optimizer.build(self._student_variables())
+            self.optimizer.build(self._collect_trained_variables())
 
     # === Config ===
     def get_config(self):

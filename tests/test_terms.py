@@ -68,9 +68,10 @@ def test_the_distiller_never_imports_the_data_package_and_is_a_plain_keras_model
             todo += module_imports(module)
     assert "keras_at.gradient_at" in seen  # the walk follows imports
     assert not [m for m in seen if m.startswith("keras_at.data")], sorted(seen)
-    # A keras.Model, with this backend's step (keras_at.backend) as a plain mixin before it.
-    assert keras_at.Distiller.__bases__ == (keras_at.backend.Trainer, keras.Model)
-    assert keras_at.backend.Trainer.__bases__ == (object,)
+    # A keras.Model, with this backend's trainer before it, derived from the shared step alone.
+    assert keras_at.Distiller.__bases__ == (keras_at.trainers.Trainer, keras.Model)
+    assert keras_at.trainers.Trainer.__bases__ == (keras_at.step.DistillationStep,)
+    assert keras_at.step.DistillationStep.__bases__ == (object,)
 
 
 def test_cached_gradient_dataset_is_a_data_function_the_method_calls():
