@@ -20,9 +20,9 @@ import numpy as np
 from keras_at._validate import check_int, check_nonnegative
 from keras_at.backup import BackupAndRestore
 from keras_at.distiller import Distiller
+from keras_at.settings import WEIGHTS
 from keras_at.terminate_on_nan import TerminateOnNaN
 from keras_at.visualize import DEFAULT_CMAP, GRID_COLUMNS, pair_grid
-from keras_at.weights import WEIGHTS
 
 __all__ = ["AttentionMapLogger", "BackupAndRestore", "BetaDecay", "BetaScheduler", "TerminateOnNaN"]
 

@@ -30,9 +30,7 @@ from keras_at.attention import check_attention_args
 from keras_at.checks import refuse_empty
 from keras_at.losses import check_kd_shapes, compared_maps
 from keras_at.pairs import pair_name, resolve_pairs
-from keras_at.terms import hint_adapters, switch_on
-from keras_at.trainers import Trainer
-from keras_at.weights import (
+from keras_at.settings import (
     TERMS,
     WEIGHTS,
     attention_property,
@@ -42,6 +40,8 @@ from keras_at.weights import (
     temperature_property,
     weight_property,
 )
+from keras_at.terms import hint_adapters, switch_on
+from keras_at.trainers import Trainer
 
 
 @keras.saving.register_keras_serializable(package="keras_at")

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import keras_at
+from keras_at.settings import TERMS, WEIGHTS
 from keras_at.terms import switch_on, total_loss
-from keras_at.weights import TERMS, WEIGHTS
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
