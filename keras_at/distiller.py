@@ -7,7 +7,7 @@ and the student forward once through one multi-output tap model. Input-gradient 
 (eq. 4 and 6, Drucker & LeCun) add an inner tape for the student's input gradient J_S
 inside the outer tape for the weights (double backprop); when they are all off, no inner
 tape is traced. The teacher's J_T (eq. 4) is a fixed function of the example: given with
-the images as `((images, J_T), labels)` (`cached_gradient_dataset`), it is read instead of
+the images as `((images, J_T), labels)` (`keras_at.data.teacher_gradients`), it is read instead of
 computed, and gradient AT alone does not run the teacher at all.
 
 The step (a batch unpacked, its terms, their total, the logs) is `keras_at.step`'s, written once
@@ -18,6 +18,8 @@ them) weigh every term per example as Keras weighs the task loss: `sum_b w_b * t
 """
 
 from __future__ import annotations
+
+import warnings
 
 import keras
 import numpy as np
@@ -79,7 +81,8 @@ class Distiller(Trainer, keras.Model):
         temperature: KD softmax temperature, finite and > 0; a live variable like the weights.
         hint_beta: weight of F-ActT (full-activation l2 on the same pairs).
         grad_beta: weight of gradient-based AT, `0.5 * mean_b ||J_S - J_T||²`; the frozen
-            teacher's J_T can be computed once instead (`cached_gradient_dataset`).
+            teacher's J_T can be computed once instead
+            (`keras_at.data.teacher_gradients.cached_gradient_dataset`).
         symmetry_beta: weight of eq. 6, `0.5 * mean_b ||J_S(x) - flip(J_S(flip x))||²`.
         input_grad_penalty: weight of `0.5 * mean_b ||J_S||²` (Drucker & LeCun).
         input_shape: `(H, W, C)`, needed only when both networks are subclassed, or both
@@ -397,9 +400,17 @@ class Distiller(Trainer, keras.Model):
 
     def cached_gradient_dataset(self, x, y, batch_size: int = 128, flip: bool = True,
                                 shuffle: bool = True, seed=None):
-        """`keras_at.data.teacher_gradients.cached_gradient_dataset(self, x, y, ...)`: training
-        data for gradient AT whose teacher gradients are computed once, here."""
-        # Imported here: the Distiller's module imports nothing from keras_at.data.
+        """Deprecated: use `keras_at.data.teacher_gradients.cached_gradient_dataset(distiller,
+        x, y, ...)`, which this calls; the data package calls the Distiller, not the reverse."""
+        warnings.warn(
+            "Distiller.cached_gradient_dataset(x, y, ...) is deprecated and will be removed in "
+            "the next release: use keras_at.data.teacher_gradients.cached_gradient_dataset("
+            "distiller, x, y, ...).",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        # Imported here, and only for this deprecated alias: the Distiller's module imports
+        # nothing from keras_at.data.
         from keras_at.data.teacher_gradients import cached_gradient_dataset
 
         return cached_gradient_dataset(self, x, y, batch_size, flip, shuffle, seed)

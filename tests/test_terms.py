@@ -74,7 +74,7 @@ def test_the_distiller_never_imports_the_data_package_and_is_a_plain_keras_model
     assert keras_at.step.DistillationStep.__bases__ == (object,)
 
 
-def test_cached_gradient_dataset_is_a_data_function_the_method_calls():
+def test_cached_gradient_dataset_is_a_data_function_the_deprecated_method_calls():
     from keras_at.data.teacher_gradients import cached_gradient_dataset
 
     rng = np.random.default_rng(0)
@@ -92,8 +92,9 @@ def test_cached_gradient_dataset_is_a_data_function_the_method_calls():
     on.compile(optimizer="sgd")
     (_, from_function), _ = next(iter(cached_gradient_dataset(on, x, y, 6, flip=False,
                                                               shuffle=False)))
-    (_, from_method), _ = next(iter(on.cached_gradient_dataset(x, y, 6, flip=False,
-                                                               shuffle=False)))
+    with pytest.warns(DeprecationWarning, match="keras_at.data.teacher_gradients"):
+        method = on.cached_gradient_dataset(x, y, 6, flip=False, shuffle=False)
+    (_, from_method), _ = next(iter(method))
     np.testing.assert_array_equal(from_function, from_method)
     np.testing.assert_array_equal(from_function, on.teacher_input_gradients(x, y))
     assert np.abs(from_function).max() > 0
