@@ -25,9 +25,8 @@ import keras
 import numpy as np
 from keras import ops
 
-from keras_at import features as feat
 from keras_at import gradient_at as grad_at
-from keras_at import hub, saving, task
+from keras_at import hub, saving, taps, task
 from keras_at.attention import check_attention_args
 from keras_at.checks import refuse_empty
 from keras_at.losses import check_kd_shapes, compared_maps
@@ -154,16 +153,16 @@ class Distiller(Trainer, keras.Model):
         # A keras-hub task's preprocessor runs in the step, on its network's side (keras_at.hub).
         student_net = hub.with_preprocessor(student, "student", self._given_input_shape)
         teacher_net = hub.with_preprocessor(teacher, "teacher", self._given_input_shape)
-        shape = feat.common_input_shape(student_net, teacher_net, self._given_input_shape)
-        student_graph = feat.graph_model(student_net, "student", shape)
-        teacher_graph = feat.graph_model(teacher_net, "teacher", shape)
+        shape = taps.common_input_shape(student_net, teacher_net, self._given_input_shape)
+        student_graph = taps.graph_model(student_net, "student", shape)
+        teacher_graph = taps.graph_model(teacher_net, "teacher", shape)
         # A tuple: fixed (the taps, adapters and saved weights depend on it), and left alone by
         # Keras's attribute tracking.
         self._pairs = tuple(resolve_pairs(pairs, student_graph, teacher_graph))
         # Held outside Keras's tracking: the taps share the networks' layers.
         self._taps = _Taps(
-            feat.build_tap(student_graph, [s for s, _ in self.pairs], "student"),
-            feat.build_tap(teacher_graph, [t for _, t in self.pairs], "teacher"),
+            taps.build_tap(student_graph, [s for s, _ in self.pairs], "student"),
+            taps.build_tap(teacher_graph, [t for _, t in self.pairs], "teacher"),
         )
         self.hint_adapters = hint_adapters(
             self.pairs, self._taps.student, self._taps.teacher, self.hint_weight_decay
