@@ -28,7 +28,7 @@ from keras import ops
 from keras_at import gradient_at as grad_at
 from keras_at import hub, saving, taps, task
 from keras_at.attention import check_attention_args
-from keras_at.checks import refuse_empty
+from keras_at.batch_checks import refuse_empty
 from keras_at.losses import check_kd_shapes, compared_maps
 from keras_at.pairs import pair_name, resolve_pairs
 from keras_at.settings import (
@@ -249,7 +249,7 @@ class Distiller(Trainer, keras.Model):
         `"sparse_categorical_crossentropy"` is `from_logits=False`), a function
         `(y_true, y_pred)` or a `keras.losses.Loss`; None is
         `SparseCategoricalCrossentropy(from_logits=True)`. Labels are checked only for a loss
-        that reads class indices (`keras_at.checks.check_class_indices`).
+        that reads class indices (`keras_at.batch_checks.check_class_indices`).
         """
         if kwargs.get("loss_weights") is not None:
             raise ValueError(

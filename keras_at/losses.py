@@ -24,7 +24,7 @@ import numpy as np
 from keras import ops
 
 from keras_at import backend
-from keras_at._validate import FLOAT32, as_float32, check_number, shapes_match
+from keras_at._argument_checks import FLOAT32, as_float32, check_number, shapes_match
 from keras_at.attention import l2_normalize_flat, normalized_attention, resize_maps
 
 

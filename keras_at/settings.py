@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import keras
 
-from keras_at._validate import FLOAT32, as_float32, check_nonnegative
+from keras_at._argument_checks import FLOAT32, as_float32, check_nonnegative
 from keras_at.attention import check_attention_args
 from keras_at.losses import check_temperature
 

@@ -25,7 +25,7 @@ import keras
 from keras import ops
 
 from keras_at import gradient_at
-from keras_at.checks import check_batch, per_example_weights
+from keras_at.batch_checks import check_batch, per_example_weights
 from keras_at.terms import compute_terms, regularization, total_loss
 
 

@@ -7,7 +7,7 @@ import os
 import keras
 import numpy as np
 
-from keras_at._validate import check_int
+from keras_at._argument_checks import check_int
 from keras_at.callbacks._checks import check_distiller
 from keras_at.visualize import DEFAULT_CMAP, GRID_COLUMNS, pair_grid
 

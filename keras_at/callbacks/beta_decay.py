@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import keras
 
-from keras_at._validate import check_nonnegative
+from keras_at._argument_checks import check_nonnegative
 from keras_at.callbacks.beta_scheduler import BetaScheduler
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from keras_at._validate import check_nonnegative
+from keras_at._argument_checks import check_nonnegative
 from keras_at.callbacks._checks import check_distiller, check_weight_name
 from keras_at.settings import WEIGHTS
 
