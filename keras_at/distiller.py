@@ -28,7 +28,6 @@ from keras import ops
 from keras_at import gradient_at as grad_at
 from keras_at import hub, saving, taps, task
 from keras_at.attention import check_attention_args
-from keras_at.batch_checks import refuse_empty
 from keras_at.losses import check_kd_shapes, compared_maps
 from keras_at.pairs import pair_name, resolve_pairs
 from keras_at.settings import (
@@ -297,73 +296,6 @@ class Distiller(Trainer, keras.Model):
                 for q in compared_maps(s, t, self.p, self.reduction)
             )
         return maps
-
-    def fit(self, x=None, y=None, *args, callbacks=None, **kwargs):
-        """As `keras.Model.fit`; empty training data is an error instead of a silent no-op, and
-        so are empty validation data and a `trainable` set on the student after the optimizer
-        was built (`_refuse_changed_variables`).
-
-        Under `MultiWorkerMirroredStrategy` only the chief writes where a user looks
-        (`_select_worker_callbacks`), and a `keras_at.data.load` dataset of image files (`x` or
-        `validation_data`) is read by worker, each decoding only its own files
-        (`_split_input_per_worker`); both on TensorFlow (`keras_at.trainers.tensorflow`).
-        """
-        refuse_empty(x)
-        validation = kwargs.get("validation_data")
-        refuse_empty(validation[0] if isinstance(validation, (tuple, list)) else validation,
-                     data="validation data")
-        self._refuse_changed_variables()
-        callbacks = self._select_worker_callbacks(callbacks)
-        x, kwargs = self._split_input_per_worker(x, kwargs)
-        history = super().fit(x, y, *args, callbacks=callbacks, **kwargs)
-        if history.epoch and not history.history:
-            raise ValueError("fit() read no batch: the training data is empty.")
-        return history
-
-    def _refuse_changed_variables(self):
-        """A `ValueError` when the trainable variables are not those the optimizer was built for.
-
-        Keras builds the optimizer, and traces the step, for the trainable variables of the
-        first fit after compile; setting `student.trainable` (or a layer's) after it, without
-        compiling again, would go on training every weight on TensorFlow and fail inside the
-        optimizer on JAX.
-        """
-        variables = tuple(id(v) for v in self.trainable_variables)
-        recorded = getattr(self, "_optimizer_variables", None)
-        if recorded is None or not self.optimizer.built:
-            self._optimizer_variables = variables
-        elif variables != recorded:
-            raise ValueError(
-                "The trainable variables (the student's and the hint adapters') changed since "
-                f"the optimizer was built for them, {len(recorded)} then and {len(variables)} "
-                "now: `trainable` was set on the student or its layers after a fit. Call "
-                "distiller.compile(...) again, with a new optimizer, to train the new set."
-            )
-
-    def evaluate(self, x=None, *args, **kwargs):
-        """As `keras.Model.evaluate` (a file dataset is read by worker, as in `fit`); empty data
-        is an error, not an empty list."""
-        refuse_empty(x, "evaluate", "data")
-        x, kwargs = self._split_input_per_worker(x, kwargs)
-        try:
-            logs = super().evaluate(x, *args, **kwargs)
-        except StopIteration as error:  # JAX: no first batch to build the step with
-            raise ValueError("evaluate() read no batch: the data is empty.") from error
-        if isinstance(logs, (list, dict)) and not logs:
-            raise ValueError("evaluate() read no batch: the data is empty.")
-        return logs
-
-    def predict(self, x, *args, **kwargs):
-        """As `keras.Model.predict` (a file dataset is read by worker, as in `fit`); empty data
-        is an error."""
-        refuse_empty(x, "predict", "data")
-        x, kwargs = self._split_input_per_worker(x, kwargs)
-        try:
-            return super().predict(x, *args, **kwargs)
-        except UnboundLocalError as error:  # Keras's predict, with no batch's outputs to join
-            if "batch_outputs" not in str(error):
-                raise
-            raise ValueError("predict() read no batch: the data is empty.") from error
 
     # === Gradient AT: the teacher's J_T, computed once (keras_at.gradient_at) ===
     def teacher_input_gradients(self, x, y, batch_size: int = 128) -> np.ndarray:
