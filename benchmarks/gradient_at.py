@@ -12,7 +12,8 @@ Table 3 (or WRN-16-1) and NIN-wide as the teacher, this times Keras's own compil
   input gradient;
 - `grad_at_cached`: the same step given the teacher's input gradient, precomputed with
   `Distiller.teacher_input_gradients` (no teacher in the step): exact when the teacher is
-  frozen and flips are the only augmentation (`Distiller.cached_gradient_dataset`);
+  frozen and flips are the only augmentation
+  (`keras_at.data.teacher_gradients.cached_gradient_dataset`);
 - `symmetry`: `symmetry_beta > 0`, two double backprops (x and flip(x)).
 
 Variants run in interleaved rounds, in a rotating order; each round times `--steps` calls

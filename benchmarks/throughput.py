@@ -160,7 +160,8 @@ def build(variant, args):
         # The part of a gradient-AT step that the cache saves: the teacher's J_T of the batch.
         return lambda x, y: distiller.teacher_input_gradients(x, y)
     if variant == "grad_at_cached":
-        # The teacher's input gradients, computed once (Distiller.cached_gradient_dataset).
+        # The teacher's input gradients, computed once
+        # (keras_at.data.teacher_gradients.cached_gradient_dataset).
         cache = {}
 
         def step(x, y):

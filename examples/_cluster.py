@@ -18,7 +18,7 @@ import tempfile
 import _training
 import tensorflow as tf
 
-from keras_at._multi_worker import is_chief
+from keras_at.trainers.tensorflow._multi_worker import is_chief
 
 
 def add_multi_worker_arg(parser: argparse.ArgumentParser) -> None:

@@ -104,6 +104,7 @@ import tensorflow as tf  # noqa: E402
 
 import keras_at  # noqa: E402
 from keras_at import data, models  # noqa: E402
+from keras_at.data.teacher_gradients import cached_gradient_dataset  # noqa: E402
 
 # Table 3 of the paper: CIFAR-10 test error (%), NIN-thin student, NIN-wide teacher.
 PAPER = {"baseline": 13.5, "min_l2": 12.5, "symmetry": 11.8, "grad_at": 12.1, "kd": 12.1,
@@ -273,8 +274,8 @@ def main(argv=None) -> dict:
         images, labels = (np.concatenate(a) for a in zip(*plain.as_numpy_iterator()))
         start = time.time()
         keras.utils.set_random_seed(args.seed)  # as in load_data: the same shuffles and flips
-        train = distiller.cached_gradient_dataset(images, labels, args.batch_size,
-                                                  flip=flips.flip, seed=args.seed)
+        train = cached_gradient_dataset(distiller, images, labels, args.batch_size,
+                                        flip=flips.flip, seed=args.seed)
         tables = 3 if flips.flip else 2  # the images and one gradient table per flip
         print(f"Teacher input gradients of {len(images)} images"
               f"{' and their flips' if flips.flip else ''} computed once in "

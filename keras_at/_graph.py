@@ -17,7 +17,7 @@ declares `patch_size` and `image_size` (or `image_shape`), like keras-hub's
 failing those, the square `h = w` with the fewest leading tokens. Such tokens are tapped as the
 `(B, h, w, C)` map of their patch tokens.
 
-The taps (`features.py`) and the pairing rule (`pairs.py`) read a model through a `FlatGraph`.
+The taps (`taps.py`) and the pairing rule (`pairs.py`) read a model through a `FlatGraph`.
 """
 
 from __future__ import annotations

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from keras import ops
 
-from keras_at._validate import check_positive
+from keras_at._argument_checks import check_positive
 
 REDUCTIONS = ("sum", "mean", "max")
 _EPSILON = 1e-12

@@ -7,33 +7,30 @@ and the student forward once through one multi-output tap model. Input-gradient 
 (eq. 4 and 6, Drucker & LeCun) add an inner tape for the student's input gradient J_S
 inside the outer tape for the weights (double backprop); when they are all off, no inner
 tape is traced. The teacher's J_T (eq. 4) is a fixed function of the example: given with
-the images as `((images, J_T), labels)` (`cached_gradient_dataset`), it is read instead of
+the images as `((images, J_T), labels)` (`keras_at.data.teacher_gradients`), it is read instead of
 computed, and gradient AT alone does not run the teacher at all.
 
-Every loss is the global mean over the whole batch under `tf.distribute`:
-terms are computed as per-replica means, logged with the replica's batch
-size as weight, and divided by the replica count for gradient summation.
-The step's logic is written once with `keras.ops`; its gradient plumbing (a tape on
-TensorFlow, a stateless `jax.value_and_grad` on JAX) is `keras_at.backend`'s.
-Sample weights (and `class_weight`, which Keras turns into them) weigh every
-term per example as Keras weighs the task loss: `sum_b w_b * term_b / B`.
+The step (a batch unpacked, its terms, their total, the logs) is `keras_at.step`'s, written once
+with `keras.ops`; the trainer of the Keras backend (`keras_at.trainers`: a tape on TensorFlow, a
+stateless `jax.value_and_grad` on JAX) differentiates it. Every loss is the global mean over the
+whole batch under `tf.distribute`. Sample weights (and `class_weight`, which Keras turns into
+them) weigh every term per example as Keras weighs the task loss: `sum_b w_b * term_b / B`.
 """
 
 from __future__ import annotations
+
+import warnings
 
 import keras
 import numpy as np
 from keras import ops
 
-from keras_at import backend, hub, saving, task
-from keras_at import features as feat
 from keras_at import gradient_at as grad_at
+from keras_at import hub, saving, taps, task
 from keras_at.attention import check_attention_args
-from keras_at.checks import check_batch, per_example_weights, refuse_empty
 from keras_at.losses import check_kd_shapes, compared_maps
 from keras_at.pairs import pair_name, resolve_pairs
-from keras_at.terms import compute_terms, hint_adapters, regularization, switch_on, total_loss
-from keras_at.weights import (
+from keras_at.settings import (
     TERMS,
     WEIGHTS,
     attention_property,
@@ -43,10 +40,12 @@ from keras_at.weights import (
     temperature_property,
     weight_property,
 )
+from keras_at.terms import hint_adapters, switch_on
+from keras_at.trainers import Trainer
 
 
 @keras.saving.register_keras_serializable(package="keras_at")
-class Distiller(backend.Trainer, keras.Model):
+class Distiller(Trainer, keras.Model):
     """Trains a student with attention transfer (and KD, hints, gradient AT) from a teacher.
 
     The teacher is frozen: it is never trained and always runs in inference
@@ -81,7 +80,8 @@ class Distiller(backend.Trainer, keras.Model):
         temperature: KD softmax temperature, finite and > 0; a live variable like the weights.
         hint_beta: weight of F-ActT (full-activation l2 on the same pairs).
         grad_beta: weight of gradient-based AT, `0.5 * mean_b ||J_S - J_T||²`; the frozen
-            teacher's J_T can be computed once instead (`cached_gradient_dataset`).
+            teacher's J_T can be computed once instead
+            (`keras_at.data.teacher_gradients.cached_gradient_dataset`).
         symmetry_beta: weight of eq. 6, `0.5 * mean_b ||J_S(x) - flip(J_S(flip x))||²`.
         input_grad_penalty: weight of `0.5 * mean_b ||J_S||²` (Drucker & LeCun).
         input_shape: `(H, W, C)`, needed only when both networks are subclassed, or both
@@ -153,16 +153,16 @@ class Distiller(backend.Trainer, keras.Model):
         # A keras-hub task's preprocessor runs in the step, on its network's side (keras_at.hub).
         student_net = hub.with_preprocessor(student, "student", self._given_input_shape)
         teacher_net = hub.with_preprocessor(teacher, "teacher", self._given_input_shape)
-        shape = feat.common_input_shape(student_net, teacher_net, self._given_input_shape)
-        student_graph = feat.graph_model(student_net, "student", shape)
-        teacher_graph = feat.graph_model(teacher_net, "teacher", shape)
+        shape = taps.common_input_shape(student_net, teacher_net, self._given_input_shape)
+        student_graph = taps.graph_model(student_net, "student", shape)
+        teacher_graph = taps.graph_model(teacher_net, "teacher", shape)
         # A tuple: fixed (the taps, adapters and saved weights depend on it), and left alone by
         # Keras's attribute tracking.
         self._pairs = tuple(resolve_pairs(pairs, student_graph, teacher_graph))
         # Held outside Keras's tracking: the taps share the networks' layers.
         self._taps = _Taps(
-            feat.build_tap(student_graph, [s for s, _ in self.pairs], "student"),
-            feat.build_tap(teacher_graph, [t for _, t in self.pairs], "teacher"),
+            taps.build_tap(student_graph, [s for s, _ in self.pairs], "student"),
+            taps.build_tap(teacher_graph, [t for _, t in self.pairs], "teacher"),
         )
         self.hint_adapters = hint_adapters(
             self.pairs, self._taps.student, self._taps.teacher, self.hint_weight_decay
@@ -249,7 +249,7 @@ class Distiller(backend.Trainer, keras.Model):
         `"sparse_categorical_crossentropy"` is `from_logits=False`), a function
         `(y_true, y_pred)` or a `keras.losses.Loss`; None is
         `SparseCategoricalCrossentropy(from_logits=True)`. Labels are checked only for a loss
-        that reads class indices (`keras_at.checks.check_class_indices`).
+        that reads class indices (`keras_at.batch_checks.check_class_indices`).
         """
         if kwargs.get("loss_weights") is not None:
             raise ValueError(
@@ -279,49 +279,6 @@ class Distiller(backend.Trainer, keras.Model):
         """History keys of the transfer terms this step computes."""
         return [term for term in TERMS.values() if term in self._active]
 
-    # === The step ===
-    def _terms(self, x, y, sample_weight, training, cached):
-        """`(logits, {history key: value})` of the batch's active terms (`keras_at.terms`)."""
-        return compute_terms(
-            self._taps.student, self._taps.teacher, x, y, sample_weight, training,
-            loss=self._task_loss_fn, active=self._active, p=self.p, reduction=self.reduction,
-            temperature=self._temperature, hint_adapters=self.hint_adapters,
-            weights=per_example_weights(sample_weight), cached=cached,
-        )
-
-    def _total(self, terms):
-        """The README's formula (`keras_at.terms.total_loss`), regularisation included."""
-        extra = regularization(self.student, self.hint_adapters,
-                               self._loss_weights["hint_beta"], "hint_loss" in terms)
-        return total_loss(terms, self._loss_weights, extra)
-
-    def _record(self, x, y, logits, sample_weight, terms, total):
-        batch = ops.shape(x)[0]
-        trackers = {m.name: m for m in self.metrics}
-        trackers["loss"].update_state(total, sample_weight=batch)
-        for name, value in terms.items():
-            trackers[name].update_state(value, sample_weight=batch)
-        return self.compute_metrics(x, y, logits, sample_weight=sample_weight)
-
-    def _student_variables(self):
-        """The student's weights and every hint adapter's, whether F-ActT is on or not.
-
-        The optimizer is built once for this fixed list, so switching `hint_beta`
-        on during training needs no new optimizer.
-        """
-        variables = list(self.student.trainable_variables)
-        for adapter in self.hint_adapters:
-            if adapter is not None:
-                variables += adapter.trainable_variables
-        return variables
-
-    def _unpack(self, data):
-        """`(images, labels, sample_weight, cached J_T or None)` of a batch, checked."""
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        x, cached = grad_at.split_teacher_gradients(x, "grad_at_loss" in self._active)
-        y = check_batch(x, y, self._taps.student, self.student.name, self._task_loss_fn)
-        return x, y, sample_weight, cached
-
     # === Inspection ===
     def attention_maps(self, x) -> dict:
         """`{pair_name: (student_map, teacher_map)}`: normalised `(B, H, W)` numpy maps.
@@ -340,73 +297,6 @@ class Distiller(backend.Trainer, keras.Model):
                 for q in compared_maps(s, t, self.p, self.reduction)
             )
         return maps
-
-    def fit(self, x=None, y=None, *args, callbacks=None, **kwargs):
-        """As `keras.Model.fit`; empty training data is an error instead of a silent no-op, and
-        so are empty validation data and a `trainable` set on the student after the optimizer
-        was built (`_refuse_changed_variables`).
-
-        Under `MultiWorkerMirroredStrategy` only the chief writes where a user looks
-        (`keras_at._multi_worker.chief_only`), and a `keras_at.data.load` dataset of image
-        files (`x` or `validation_data`) is read by worker, each decoding only its own files
-        (`keras_at._multi_worker.per_worker_input`); both on TensorFlow (`keras_at.backend`).
-        """
-        refuse_empty(x)
-        validation = kwargs.get("validation_data")
-        refuse_empty(validation[0] if isinstance(validation, (tuple, list)) else validation,
-                     data="validation data")
-        self._refuse_changed_variables()
-        callbacks = self._worker_callbacks(callbacks)
-        x, kwargs = self._per_worker_input(x, kwargs)
-        history = super().fit(x, y, *args, callbacks=callbacks, **kwargs)
-        if history.epoch and not history.history:
-            raise ValueError("fit() read no batch: the training data is empty.")
-        return history
-
-    def _refuse_changed_variables(self):
-        """A `ValueError` when the trainable variables are not those the optimizer was built for.
-
-        Keras builds the optimizer, and traces the step, for the trainable variables of the
-        first fit after compile; setting `student.trainable` (or a layer's) after it, without
-        compiling again, would go on training every weight on TensorFlow and fail inside the
-        optimizer on JAX.
-        """
-        variables = tuple(id(v) for v in self.trainable_variables)
-        recorded = getattr(self, "_optimizer_variables", None)
-        if recorded is None or not self.optimizer.built:
-            self._optimizer_variables = variables
-        elif variables != recorded:
-            raise ValueError(
-                "The trainable variables (the student's and the hint adapters') changed since "
-                f"the optimizer was built for them, {len(recorded)} then and {len(variables)} "
-                "now: `trainable` was set on the student or its layers after a fit. Call "
-                "distiller.compile(...) again, with a new optimizer, to train the new set."
-            )
-
-    def evaluate(self, x=None, *args, **kwargs):
-        """As `keras.Model.evaluate` (a file dataset is read by worker, as in `fit`); empty data
-        is an error, not an empty list."""
-        refuse_empty(x, "evaluate", "data")
-        x, kwargs = self._per_worker_input(x, kwargs)
-        try:
-            logs = super().evaluate(x, *args, **kwargs)
-        except StopIteration as error:  # JAX: no first batch to build the step with
-            raise ValueError("evaluate() read no batch: the data is empty.") from error
-        if isinstance(logs, (list, dict)) and not logs:
-            raise ValueError("evaluate() read no batch: the data is empty.")
-        return logs
-
-    def predict(self, x, *args, **kwargs):
-        """As `keras.Model.predict` (a file dataset is read by worker, as in `fit`); empty data
-        is an error."""
-        refuse_empty(x, "predict", "data")
-        x, kwargs = self._per_worker_input(x, kwargs)
-        try:
-            return super().predict(x, *args, **kwargs)
-        except UnboundLocalError as error:  # Keras's predict, with no batch's outputs to join
-            if "batch_outputs" not in str(error):
-                raise
-            raise ValueError("predict() read no batch: the data is empty.") from error
 
     # === Gradient AT: the teacher's J_T, computed once (keras_at.gradient_at) ===
     def teacher_input_gradients(self, x, y, batch_size: int = 128) -> np.ndarray:
@@ -442,9 +332,17 @@ class Distiller(backend.Trainer, keras.Model):
 
     def cached_gradient_dataset(self, x, y, batch_size: int = 128, flip: bool = True,
                                 shuffle: bool = True, seed=None):
-        """`keras_at.data.teacher_gradients.cached_gradient_dataset(self, x, y, ...)`: training
-        data for gradient AT whose teacher gradients are computed once, here."""
-        # Imported here: the Distiller's module imports nothing from keras_at.data.
+        """Deprecated: use `keras_at.data.teacher_gradients.cached_gradient_dataset(distiller,
+        x, y, ...)`, which this calls; the data package calls the Distiller, not the reverse."""
+        warnings.warn(
+            "Distiller.cached_gradient_dataset(x, y, ...) is deprecated and will be removed in "
+            "the next release: use keras_at.data.teacher_gradients.cached_gradient_dataset("
+            "distiller, x, y, ...).",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        # Imported here, and only for this deprecated alias: the Distiller's module imports
+        # nothing from keras_at.data.
         from keras_at.data.teacher_gradients import cached_gradient_dataset
 
         return cached_gradient_dataset(self, x, y, batch_size, flip, shuffle, seed)
@@ -485,7 +383,7 @@ class Distiller(backend.Trainer, keras.Model):
     def compile_from_config(self, config):
         self.compile(**keras.saving.deserialize_keras_object(config))
         if self.optimizer is not None:
-            self.optimizer.build(self._student_variables())
+            self.optimizer.build(self._collect_trained_variables())
 
     # === Config ===
     def get_config(self):

@@ -21,8 +21,8 @@ import keras
 import numpy as np
 
 from keras_at import hub
+from keras_at._argument_checks import refuse_overwrite
 from keras_at._graph import is_graph_model
-from keras_at._validate import refuse_overwrite
 from keras_at.distiller import Distiller
 from keras_at.models.batch_norm import BatchNorm
 from keras_at.saving import save_atomically

@@ -27,8 +27,8 @@ import numpy as np
 from keras import ops
 
 from keras_at import backend, task
-from keras_at._validate import check_int, shapes_match
-from keras_at.checks import check_batch, dtype_name
+from keras_at._argument_checks import check_int, shapes_match
+from keras_at.batch_checks import check_batch, dtype_name
 from keras_at.losses import task_loss
 
 

@@ -7,6 +7,7 @@ import keras
 from keras_at._graph import is_graph_model, list_features
 from keras_at.attention import check_attention_args
 from keras_at.losses import at_loss
+from keras_at.taps import find_named_feature
 
 
 @keras.saving.register_keras_serializable(package="keras_at")
@@ -101,7 +102,7 @@ class AttentionTransfer(keras.distillation.DistillationLoss):
             except ValueError:
                 layer = None
             if layer is None:
-                _refuse_unreachable(model, name, role)
+                _refuse_nested(model, name, role)
             shape = layer.output.shape
             if len(shape) != 4:
                 raise ValueError(
@@ -135,24 +136,17 @@ class AttentionTransfer(keras.distillation.DistillationLoss):
         return cls(**config)
 
 
-def _refuse_unreachable(model, name: str, role: str):
+def _refuse_nested(model, name: str, role: str):
     """The `ValueError` for a layer core's Distiller cannot reach: nested, or missing.
 
     Core's Distiller taps `model.get_layer(name).output`, a top-level layer's; a layer inside a
     nested model is not connected to the outer model's input.
     """
-    features = list_features(model, role)
-    nested = [info.name for info in features
-              if info.name.endswith("/" + name) or info.name == name]
-    if nested:
-        raise ValueError(
-            f"AttentionTransfer: {name!r} is inside a nested model of the {role} "
-            f"{model.name!r} ({nested}), and keras.distillation.Distiller reaches only the "
-            "top-level layers (`model.get_layer(name)`). keras_at.Distiller pairs nested "
-            "layers by path: pairs=[(student_layer, 'backbone/layer'), ...]."
-        )
-    known = [info.name for info in features if "/" not in info.name and info.extra_tokens is None]
+    info = find_named_feature(list_features(model, role), name, role, model.name,
+                              caller="AttentionTransfer: ")
     raise ValueError(
-        f"AttentionTransfer: the {role} {model.name!r} has no layer named {name!r}. "
-        f"Layers with 4-D outputs: {known}."
+        f"AttentionTransfer: {name!r} is inside a nested model of the {role} "
+        f"{model.name!r} ({[info.name]}), and keras.distillation.Distiller reaches only the "
+        "top-level layers (`model.get_layer(name)`). keras_at.Distiller pairs nested "
+        "layers by path: pairs=[(student_layer, 'backbone/layer'), ...]."
     )

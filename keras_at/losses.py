@@ -18,12 +18,14 @@ weights (`weighted_mean`).
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 from keras import ops
 
 from keras_at import backend
-from keras_at._validate import shapes_match
+from keras_at._argument_checks import FLOAT32, as_float32, check_number, shapes_match
 from keras_at.attention import l2_normalize_flat, normalized_attention, resize_maps
-from keras_at.weights import check_temperature
 
 
 def _same_batch(student, teacher, name: str):
@@ -120,6 +122,29 @@ def compared_maps(student_features, teacher_features, p: float = 2, reduction: s
     q_s = normalized_attention(student_features, p=p, reduction=reduction)
     q_t = normalized_attention(teacher_features, p=p, reduction=reduction, size=size)
     return q_s, q_t
+
+
+# The KD term scales by T²: T² must be a normal float32 (T=2e19 gives inf * 0 = NaN, T=1e-20
+# a term of 0), so T lies between the square roots of float32's smallest normal and largest.
+TEMPERATURE_RANGE = (float(np.sqrt(FLOAT32.tiny)), float(np.sqrt(FLOAT32.max)))
+
+
+def check_temperature(value) -> float:
+    """The KD temperature as a float, or a `ValueError`: it must be finite and > 0, and its
+    float32 square, the KD term's factor, a normal float32 (`TEMPERATURE_RANGE`)."""
+    value = check_number(value, "temperature")
+    if not (math.isfinite(value) and value > 0):
+        raise ValueError(f"`temperature` must be a finite number > 0, got {value!r}.")
+    stored = as_float32(value)
+    with np.errstate(over="ignore", under="ignore"):
+        square = stored * stored
+    if not FLOAT32.tiny <= square <= FLOAT32.max:
+        low, high = TEMPERATURE_RANGE
+        raise ValueError(
+            f"`temperature`={value!r} is out of range for float32: the KD term scales by T², "
+            f"which must be a normal float32, so T must be between {low:.3g} and {high:.3g}."
+        )
+    return value
 
 
 def kd_loss(student_logits, teacher_logits, temperature: float = 4.0):

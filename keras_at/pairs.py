@@ -14,6 +14,7 @@ import warnings
 
 import keras
 
+from keras_at import taps
 from keras_at._graph import FlatGraph
 
 _GROUP = re.compile(r"group(\d+)")
@@ -256,12 +257,9 @@ def _refuse_input_level(chosen, student: FlatGraph, teacher: FlatGraph) -> None:
 def _flat_graphs(student, teacher):
     if isinstance(student, FlatGraph) and isinstance(teacher, FlatGraph):
         return student, teacher
-    # Imported here: features.py imports this module.
-    from keras_at import features
-
-    shape = features.common_input_shape(student, teacher)
-    return (features.graph_model(student, "student", shape),
-            features.graph_model(teacher, "teacher", shape))
+    shape = taps.common_input_shape(student, teacher)
+    return (taps.graph_model(student, "student", shape),
+            taps.graph_model(teacher, "teacher", shape))
 
 
 def pair_name(student_layer: str, teacher_layer: str) -> str:

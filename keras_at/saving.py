@@ -28,7 +28,7 @@ import h5py
 import keras
 import numpy as np
 
-from keras_at._validate import refuse_overwrite
+from keras_at._argument_checks import refuse_overwrite
 
 # The key under which a Distiller's weights record its pairs and hint adapters.
 PAIRS_KEY = "pairs"

@@ -29,7 +29,7 @@ from keras_at.losses import (
     weighted_mean,
 )
 from keras_at.pairs import layer_safe
-from keras_at.weights import TERMS
+from keras_at.settings import TERMS
 
 # Terms that read the activation pairs.
 PAIR_TERMS = ("at_loss", "hint_loss")

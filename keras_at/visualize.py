@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 from keras import ops
 
-from keras_at._validate import check_int, refuse_overwrite
+from keras_at._argument_checks import check_int, refuse_overwrite
 from keras_at.attention import attention_map, check_attention_args, resize_maps
-from keras_at.features import build_tap, graph_model
 from keras_at.pairs import auto_pairs
+from keras_at.taps import build_tap, graph_model
 
 if TYPE_CHECKING:  # matplotlib is imported where a colour map or figure is drawn
     from matplotlib.figure import Figure

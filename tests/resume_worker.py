@@ -45,9 +45,9 @@ def kill_in_save(layer, n):
 
 def kill_before_metadata(n):
     """Makes the n-th write of keras_at's training_metadata.json kill us before it starts."""
-    import keras_at.backup
+    import keras_at.callbacks.backup_and_restore as backup
 
-    write, calls = keras_at.backup.write_text_atomically, []
+    write, calls = backup.write_text_atomically, []
 
     def write_or_die(path, text):
         calls.append(1)
@@ -55,7 +55,7 @@ def kill_before_metadata(n):
             die()
         write(path, text)
 
-    keras_at.backup.write_text_atomically = write_or_die
+    backup.write_text_atomically = write_or_die
 
 
 def main():

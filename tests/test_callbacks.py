@@ -15,8 +15,8 @@ from PIL import Image
 from tensorboard.backend.event_processing import event_accumulator
 
 import keras_at
-from keras_at.backup import POSITION_KEY
 from keras_at.callbacks import AttentionMapLogger, BackupAndRestore, BetaDecay, BetaScheduler
+from keras_at.callbacks.backup_and_restore import POSITION_KEY
 from keras_at.visualize import GRID_COLUMNS, pair_maps, title_height
 
 

@@ -18,6 +18,7 @@ from conftest import slow_fixture
 import keras_at
 from keras_at.backend.tensorflow import LABEL_CHECK_SCOPE
 from keras_at.callbacks import BetaScheduler
+from keras_at.data.teacher_gradients import cached_gradient_dataset
 
 CE = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 TERM_OF = {"grad_beta": "grad_at_loss", "symmetry_beta": "symmetry_loss",
@@ -409,7 +410,7 @@ def test_cached_gradient_dataset_pairs_each_shown_image_with_its_teacher_gradien
     x, y = data(24)
     distiller = compiled(keras_at.Distiller(conv_net(4, True, "s", 0), bn_teacher, pairs=[],
                                             grad_beta=1.0))
-    dataset = distiller.cached_gradient_dataset(x, y, batch_size=8, flip=True, seed=0)
+    dataset = cached_gradient_dataset(distiller, x, y, batch_size=8, flip=True, seed=0)
     shown = 0
     flips = []
     for _ in range(2):
@@ -426,13 +427,13 @@ def test_cached_gradient_dataset_pairs_each_shown_image_with_its_teacher_gradien
     history = distiller.fit(dataset, epochs=1, shuffle=False, verbose=0)
     assert np.isfinite(history.history["grad_at_loss"][0])
 
-    (images, gradients), labels = next(iter(distiller.cached_gradient_dataset(
-        x, y, batch_size=24, flip=False, shuffle=False)))
+    (images, gradients), labels = next(iter(cached_gradient_dataset(
+        distiller, x, y, batch_size=24, flip=False, shuffle=False)))
     np.testing.assert_array_equal(images, x)
     np.testing.assert_allclose(gradients, input_gradient(bn_teacher, x, y), rtol=1e-5,
                                atol=1e-6 * np.abs(gradients.numpy()).max())
     # predict and evaluate read the same data: the student's logits of the images.
-    unflipped = distiller.cached_gradient_dataset(x, y, batch_size=8, flip=False, shuffle=False)
+    unflipped = cached_gradient_dataset(distiller, x, y, batch_size=8, flip=False, shuffle=False)
     np.testing.assert_allclose(distiller.predict(unflipped, verbose=0),
                                distiller.student.predict(x, verbose=0), rtol=1e-5, atol=1e-6)
     assert np.isfinite(distiller.evaluate(unflipped, verbose=0, return_dict=True)["grad_at_loss"])
@@ -469,7 +470,7 @@ def test_cached_teacher_gradients_are_refused_where_they_cannot_be_right():
     with pytest.raises(ValueError, match="grad_beta is 0 and was never on"):
         off.fit((x, x), y, epochs=1, verbose=0)
     with pytest.raises(ValueError, match="grad_beta is 0"):
-        off.cached_gradient_dataset(x, y)
+        cached_gradient_dataset(off, x, y)
 
     on = keras_at.Distiller(conv_net(4, False, "s2", 0), teacher, pairs=[], grad_beta=1.0)
     with pytest.raises(ValueError, match="compile"):

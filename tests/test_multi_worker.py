@@ -334,7 +334,8 @@ def test_imagenet_multi_worker_trains_on_two_workers_into_the_chiefs_out_only(im
 
 
 @pytest.mark.xfail(strict=True, reason="keras-team/keras issue 20585: when plain Keras fits "
-                   "under MultiWorkerMirroredStrategy, keras_at/_multi_worker.py can go")
+                   "under MultiWorkerMirroredStrategy, "
+                   "keras_at/trainers/tensorflow/_multi_worker.py can go")
 def test_plain_keras_fits_under_multi_worker(fitted):
     assert fitted[0]["plain"] == "ok", fitted[0]["plain"]
 
@@ -347,8 +348,8 @@ def test_per_worker_folder_pipelines_put_together_are_the_global_batches(image_f
     # dataset (rebatch, then shard by data); a short last batch leaves pieces empty.
     import tensorflow as tf
 
-    from keras_at import _multi_worker
     from keras_at.data import load
+    from keras_at.trainers.tensorflow import _multi_worker
 
     def train():  # shuffled and augmented, the same on every worker from the same seed
         return load(image_folder, "train", batch_size=7, seed=5, image_size=16)

@@ -206,7 +206,7 @@ def test_values_float32_cannot_hold_are_refused_naming_the_setting(name, value, 
 
 def test_temperatures_at_the_ends_of_the_float32_range_train_to_finite_losses(tiny_data):
     x, y = tiny_data
-    low, high = keras_at.weights.TEMPERATURE_RANGE
+    low, high = keras_at.losses.TEMPERATURE_RANGE
     distiller = keras_at.Distiller(tiny_net(4, "s"), tiny_net(8, "t"), pairs=[], beta=0.0,
                                    alpha=0.5, temperature=low * 1.01)
     for temperature in (low * 1.01, high * 0.99):

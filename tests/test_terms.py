@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 import keras_at
+from keras_at.settings import TERMS, WEIGHTS
 from keras_at.terms import switch_on, total_loss
-from keras_at.weights import TERMS, WEIGHTS
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -68,12 +68,13 @@ def test_the_distiller_never_imports_the_data_package_and_is_a_plain_keras_model
             todo += module_imports(module)
     assert "keras_at.gradient_at" in seen  # the walk follows imports
     assert not [m for m in seen if m.startswith("keras_at.data")], sorted(seen)
-    # A keras.Model, with this backend's step (keras_at.backend) as a plain mixin before it.
-    assert keras_at.Distiller.__bases__ == (keras_at.backend.Trainer, keras.Model)
-    assert keras_at.backend.Trainer.__bases__ == (object,)
+    # A keras.Model, with this backend's trainer before it, derived from the shared step alone.
+    assert keras_at.Distiller.__bases__ == (keras_at.trainers.Trainer, keras.Model)
+    assert keras_at.trainers.Trainer.__bases__ == (keras_at.step.DistillationStep,)
+    assert keras_at.step.DistillationStep.__bases__ == (object,)
 
 
-def test_cached_gradient_dataset_is_a_data_function_the_method_calls():
+def test_cached_gradient_dataset_is_a_data_function_the_deprecated_method_calls():
     from keras_at.data.teacher_gradients import cached_gradient_dataset
 
     rng = np.random.default_rng(0)
@@ -91,8 +92,9 @@ def test_cached_gradient_dataset_is_a_data_function_the_method_calls():
     on.compile(optimizer="sgd")
     (_, from_function), _ = next(iter(cached_gradient_dataset(on, x, y, 6, flip=False,
                                                               shuffle=False)))
-    (_, from_method), _ = next(iter(on.cached_gradient_dataset(x, y, 6, flip=False,
-                                                               shuffle=False)))
+    with pytest.warns(DeprecationWarning, match="keras_at.data.teacher_gradients"):
+        method = on.cached_gradient_dataset(x, y, 6, flip=False, shuffle=False)
+    (_, from_method), _ = next(iter(method))
     np.testing.assert_array_equal(from_function, from_method)
     np.testing.assert_array_equal(from_function, on.teacher_input_gradients(x, y))
     assert np.abs(from_function).max() > 0

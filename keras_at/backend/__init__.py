@@ -1,12 +1,10 @@
-"""The Distiller's backend plumbing, one module per Keras backend.
+"""The primitives the step's maths needs from the Keras backend, one module per backend.
 
-What the step computes (which terms, their total: `keras_at.terms`; the Distiller's shared
-`_unpack`, `_terms`, `_total` and `_record`) is written once, with `keras.ops`. What differs
-between backends is the plumbing around it, as in Keras's own trainers
-(`keras/src/backend/<name>/trainer.py`):
+The maths (`keras_at.losses`, `keras_at.gradient_at`, `keras_at.terms`) is written once with
+`keras.ops`; these few functions are what it cannot write that way. The step's drivers, which
+differentiate the total and run Keras's loops, are above the Distiller's logic, in
+`keras_at.trainers`.
 
-- `Trainer`: the Distiller's `train_step` and `test_step` (a `tf.GradientTape` and
-  `tf.distribute` on TensorFlow; a stateless step of `jax.value_and_grad` on JAX);
 - `input_gradient(tap, function, x)`: the gradient of a scalar function of the images with
   respect to them, inside the step's own differentiation (double backprop);
 - `compiled(function, variables)`: a function of tensors compiled once and reading the
@@ -20,8 +18,8 @@ between backends is the plumbing around it, as in Keras's own trainers
 - `replicas()`: the number of replicas one loss value is summed over.
 
 `keras_at.backend.tensorflow` and `keras_at.backend.jax` each define all of them; this
-package exports the one for `keras.backend.backend()`. On another backend, importing
-keras_at works, and constructing a Distiller names the two it runs on.
+package exports the one for `keras.backend.backend()`; on another backend each refuses, naming
+the two it runs on.
 """
 
 from __future__ import annotations
@@ -37,7 +35,6 @@ elif BACKEND == "jax":
 else:
     from keras_at.backend import unsupported as _impl
 
-Trainer = _impl.Trainer
 check_labels = _impl.check_labels
 check_same_batch = _impl.check_same_batch
 compiled = _impl.compiled
@@ -45,5 +42,5 @@ input_gradient = _impl.input_gradient
 linear_map = _impl.linear_map
 replicas = _impl.replicas
 
-__all__ = ["BACKEND", "Trainer", "check_labels", "check_same_batch", "compiled",
-           "input_gradient", "linear_map", "replicas"]
+__all__ = ["BACKEND", "check_labels", "check_same_batch", "compiled", "input_gradient",
+           "linear_map", "replicas"]

@@ -1,18 +1,12 @@
-"""The Distiller's plumbing on TensorFlow: `tf.GradientTape`, `tf.function`, `tf.distribute`.
+"""The step's primitives on TensorFlow: an inner `tf.GradientTape`, `tf.function`, in-graph checks.
 
-Every loss is the global mean under `tf.distribute`: the step's terms are per-replica means,
-divided by the replica count for the gradients' sum over replicas (`Trainer.train_step`).
-Under `MultiWorkerMirroredStrategy`, `keras_at._multi_worker` works around
-keras-team/keras#20585 and keeps the other workers' files out of the user's way.
+The trainer (`keras_at.trainers.tensorflow`) runs the step; these are what the maths below it
+needs from the backend (`keras_at.backend`).
 """
 
 from __future__ import annotations
 
 import tensorflow as tf
-from keras import ops
-
-from keras_at import _multi_worker
-from keras_at.models.batch_norm import synchronize_moving_statistics
 
 # The name scope of the label check's few ops in the traced step.
 LABEL_CHECK_SCOPE = "check_labels"
@@ -114,58 +108,3 @@ def _assert_none(bad, y, message):
             return tf.constant(False)
 
     return tf.cond(tf.reduce_any(bad), fail, lambda: tf.constant(True))
-
-
-class Trainer:
-    """The Distiller's `train_step` and `test_step` on TensorFlow (a mixin before keras.Model)."""
-
-    def train_step(self, data):
-        x, y, sample_weight, cached = self._unpack(data)
-        variables = self._student_variables()
-        with tf.GradientTape() as tape:
-            logits, terms = self._terms(x, y, sample_weight, training=True, cached=cached)
-            total = self._total(terms)
-            scaled = self.optimizer.scale_loss(total / replicas())
-        gradients = [
-            ops.zeros_like(v) if g is None else g  # hint adapters while F-ActT is off
-            for g, v in zip(tape.gradient(scaled, variables), variables)
-        ]
-        self.optimizer.apply(gradients, variables)
-        return self._record(x, y, logits, sample_weight, terms, total)
-
-    def test_step(self, data):
-        x, y, sample_weight, cached = self._unpack(data)
-        logits, terms = self._terms(x, y, sample_weight, training=False, cached=cached)
-        return self._record(x, y, logits, sample_weight, terms, self._total(terms))
-
-    # Each replica keeps its own BatchNorm statistics while it trains (no communication in the
-    # step): they are made the same on every replica, their mean, before the replicas use them.
-    def fit(self, *args, **kwargs):
-        synchronize_moving_statistics(self)  # a teacher trained by plain `fit` under the strategy
-        history = super().fit(*args, **kwargs)
-        synchronize_moving_statistics(self)
-        return history
-
-    def evaluate(self, *args, **kwargs):  # fit's validation too
-        synchronize_moving_statistics(self)
-        return super().evaluate(*args, **kwargs)
-
-    def predict(self, *args, **kwargs):
-        synchronize_moving_statistics(self)
-        return super().predict(*args, **kwargs)
-
-    def _worker_callbacks(self, callbacks):
-        """Under `MultiWorkerMirroredStrategy`, only the chief writes where a user looks."""
-        return _multi_worker.chief_only(callbacks, self.distribute_strategy)
-
-    def _per_worker_input(self, x, kwargs):
-        """Under `MultiWorkerMirroredStrategy`, each worker reads its own files of a folder."""
-        return _multi_worker.per_worker_input(self, x, kwargs)
-
-    # keras-team/keras#20585 under MultiWorkerMirroredStrategy (keras_at._multi_worker)
-    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
-        return _multi_worker.maybe_symbolic_build(self, super()._maybe_symbolic_build,
-                                                  iterator, data_batch)
-
-    def _make_function(self, step_function):
-        return _multi_worker.make_function(self, super()._make_function, step_function)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import keras
 
 
-def _refuse(*_args, **_kwargs):
+def refuse(*_args, **_kwargs):
     raise NotImplementedError(
         f"keras_at.Distiller runs on the TensorFlow and JAX backends of Keras; this process uses "
         f"KERAS_BACKEND={keras.backend.backend()!r}. Set KERAS_BACKEND=tensorflow or "
@@ -14,14 +14,7 @@ def _refuse(*_args, **_kwargs):
     )
 
 
-class Trainer:
-    """Refuses to construct the Distiller on this backend."""
-
-    def __init__(self, *args, **kwargs):
-        _refuse()
-
-
-check_labels = compiled = input_gradient = linear_map = replicas = _refuse
+check_labels = compiled = input_gradient = linear_map = replicas = refuse
 
 
 def check_same_batch(student, teacher, message: str):

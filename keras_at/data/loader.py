@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from keras_at._validate import check_int
+from keras_at._argument_checks import check_int
 from keras_at.data import catalog, cub, folders, sources, splits
 from keras_at.data.augment import Augmentation
 from keras_at.data.catalog import DatasetInfo

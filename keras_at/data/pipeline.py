@@ -11,13 +11,13 @@ from collections.abc import Callable, Sequence
 import numpy as np
 import tensorflow as tf
 
-from keras_at._multi_worker import by_file, in_multi_worker_mode
 from keras_at.data import cub, folders, splits
 from keras_at.data.augment import Augmentation
 from keras_at.data.augment_tf import centre_crop, resize
 from keras_at.data.catalog import DatasetInfo
 from keras_at.data.loader import check_batch_size, check_nonempty, from_arrays, info, load
 from keras_at.data.sharding import worker_batches
+from keras_at.trainers.tensorflow._multi_worker import by_file, in_multi_worker_mode
 
 __all__ = ["arrays_dataset", "files_dataset", "example_indices", "from_arrays", "info", "load"]
 
@@ -101,7 +101,7 @@ def _pipeline(
 
     Without augmentation an image is resized to `size`, or, with `eval_scale`, centre-cropped
     (`augment_tf.centre_crop`). With `files`, the dataset also carries its per-worker form for
-    MultiWorkerMirroredStrategy (`keras_at._multi_worker.by_file`).
+    MultiWorkerMirroredStrategy (`keras_at.trainers.tensorflow._multi_worker.by_file`).
     """
     check_batch_size(batch_size)
     if shuffle and seed is None and in_multi_worker_mode():

@@ -2,10 +2,10 @@
 
 `load()` on an image folder or CUB gives an ordinary `tf.data.Dataset` that reads every file.
 Under `MultiWorkerMirroredStrategy`, `Distiller.fit`, `evaluate` and `predict` rebuild it per
-worker instead (`keras_at._multi_worker.per_worker_input`), from the same stream of example
-indices, with `worker_batches`: the global batches stay those of the whole dataset (the user's
-`batch_size`, the same number of them on every worker), and a worker decodes only the files of
-its pieces.
+worker instead (`keras_at.trainers.tensorflow._multi_worker.per_worker_input`), from the same
+stream of example indices, with `worker_batches`: the global batches stay those of the whole
+dataset (the user's `batch_size`, the same number of them on every worker), and a worker decodes
+only the files of its pieces.
 """
 
 from __future__ import annotations

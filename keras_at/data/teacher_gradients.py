@@ -110,7 +110,7 @@ def cached_gradient_dataset(
     each image flipped with probability 1/2 per epoch when `flip`, and paired with J_T of the
     image as flipped. Exact when these flips are the only augmentation. Order and flips are
     those of `keras_at.data.load` with `augment=Augmentation(pad=0)` and the same `seed`,
-    under the same global seed. Also `distiller.cached_gradient_dataset(x, y, ...)`.
+    under the same global seed.
 
     Args:
         distiller: a compiled `keras_at.Distiller` with gradient AT on (`grad_beta` > 0).

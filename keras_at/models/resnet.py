@@ -7,7 +7,7 @@ import sys
 
 import keras
 
-from keras_at._validate import check_int, shapes_match
+from keras_at._argument_checks import check_int, shapes_match
 from keras_at.models._layers import (
     BN_EPSILON,
     BN_MOMENTUM,

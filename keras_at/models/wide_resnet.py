@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import keras
 
-from keras_at._validate import check_int
+from keras_at._argument_checks import check_int
 from keras_at.models._layers import batch_norm, check_weight_decay, conv2d, dense
 
 # === Blocks ===

@@ -48,6 +48,16 @@ def check_nonnegative(value, name: str) -> float:
     return number
 
 
+FLOAT32 = np.finfo(np.float32)
+
+
+def as_float32(value: float) -> np.float32:
+    """`value` as the float32 a variable would hold (inf where it overflows: the caller refuses
+    it)."""
+    with np.errstate(over="ignore"):
+        return np.float32(value)
+
+
 def shapes_match(got, expected) -> bool:
     """Whether two shapes have one rank and agree wherever both sizes are known (None: any)."""
     got, expected = tuple(got), tuple(expected)

@@ -1,11 +1,11 @@
 """The Distiller's live settings: loss weights (names, the term each multiplies), temperature,
 attention settings, with their validation and the properties that expose them.
 
-The KD temperature is validated here too: like the weights, it is a live variable of the
-Distiller, and a value is refused alike at construction and at assignment (booleans and
-strings are not numbers, even where `float()` would read them; numpy scalars are numbers).
-Each value is checked as the float32 variable will hold it, not only as the Python float
-given: 1e39 would be stored as inf, 1e-46 as 0, and either trains to NaN or to nothing.
+The KD temperature is a live variable of the Distiller like the weights, refused alike at
+construction and at assignment by `keras_at.losses.check_temperature`, `kd_loss`'s own check
+(booleans and strings are not numbers, even where `float()` would read them; numpy scalars are
+numbers). Each value is checked as the float32 variable will hold it, not only as the Python
+float given: 1e39 would be stored as inf, 1e-46 as 0, and either trains to NaN or to nothing.
 
 Each weight is held by the Distiller as a non-trainable `keras.Variable` and
 exposed as a plain attribute (`distiller.beta = 500.0`): the compiled step
@@ -16,13 +16,11 @@ recompiling, and the value is saved and restored with the model's weights
 
 from __future__ import annotations
 
-import math
-
 import keras
-import numpy as np
 
-from keras_at._validate import check_nonnegative, check_number
+from keras_at._argument_checks import FLOAT32, as_float32, check_nonnegative
 from keras_at.attention import check_attention_args
+from keras_at.losses import check_temperature
 
 # Loss weights, in the order of the Distiller's arguments.
 WEIGHTS = ("beta", "alpha", "hint_beta", "grad_beta", "symmetry_beta", "input_grad_penalty",
@@ -39,14 +37,6 @@ TERMS = {
 }
 
 
-FLOAT32 = np.finfo(np.float32)
-
-
-def _as_float32(value: float) -> np.float32:
-    with np.errstate(over="ignore"):  # an overflow to inf is refused by the caller
-        return np.float32(value)
-
-
 def check_weight(name: str, value) -> float:
     """`value` as a float, or a `ValueError` naming the weight and what was expected.
 
@@ -56,35 +46,12 @@ def check_weight(name: str, value) -> float:
     value = check_nonnegative(value, name)
     if name == "alpha" and value > 1:
         raise ValueError(f"`alpha` must be in [0, 1], got {value!r}.")
-    stored = _as_float32(value)
+    stored = as_float32(value)
     if value != 0 and not FLOAT32.tiny <= stored <= FLOAT32.max:
         raise ValueError(
             f"`{name}`={value!r} is out of float32's range, in which the step computes (it "
             f"would be {stored}): use 0 (off) or a value between {FLOAT32.tiny:.3g} and "
             f"{FLOAT32.max:.3g}."
-        )
-    return value
-
-
-# The KD term scales by T²: T² must be a normal float32 (T=2e19 gives inf * 0 = NaN, T=1e-20
-# a term of 0), so T lies between the square roots of float32's smallest normal and largest.
-TEMPERATURE_RANGE = (float(np.sqrt(FLOAT32.tiny)), float(np.sqrt(FLOAT32.max)))
-
-
-def check_temperature(value) -> float:
-    """The KD temperature as a float, or a `ValueError`: it must be finite and > 0, and its
-    float32 square, the KD term's factor, a normal float32 (`TEMPERATURE_RANGE`)."""
-    value = check_number(value, "temperature")
-    if not (math.isfinite(value) and value > 0):
-        raise ValueError(f"`temperature` must be a finite number > 0, got {value!r}.")
-    stored = _as_float32(value)
-    with np.errstate(over="ignore", under="ignore"):
-        square = stored * stored
-    if not FLOAT32.tiny <= square <= FLOAT32.max:
-        low, high = TEMPERATURE_RANGE
-        raise ValueError(
-            f"`temperature`={value!r} is out of range for float32: the KD term scales by T², "
-            f"which must be a normal float32, so T must be between {low:.3g} and {high:.3g}."
         )
     return value
 

@@ -1,4 +1,4 @@
-"""Refusing what would fail later: bad images, labels, sample weights, empty data, overwriting.
+"""A batch refused before it would fail later: bad images, labels, sample weights, empty data.
 
 Each check raises early, while the step is traced or before `fit` starts, with
 a message that names the problem, instead of a traceback from inside the compiled
@@ -14,7 +14,7 @@ import keras
 from keras import ops
 
 from keras_at import backend, task
-from keras_at._validate import shapes_match
+from keras_at._argument_checks import shapes_match
 
 
 def dtype_name(x) -> str:

@@ -16,13 +16,13 @@ Metric results are already the global values on every replica (their variables a
 across replicas on update), so their mean is that value. `tests/test_multi_worker.py` runs
 plain Keras as an expected failure: when it starts passing, the two overrides can go.
 
-The Distiller's TensorFlow trainer (`keras_at.backend.tensorflow.Trainer`) overrides
+The Distiller's TensorFlow trainer (`trainer.TensorFlowTrainer`) overrides
 `_maybe_symbolic_build` and `_make_function` to call `maybe_symbolic_build` and
-`make_function` here, one line each. `chief_only` (called from the Distiller's `fit`) is not
-a workaround but the multi-worker file discipline Keras 3 leaves to the user: only the chief
-writes where a user looks. Nor is `per_worker_input` (the Distiller's `fit`, `evaluate` and
-`predict`): it has a file pipeline from `keras_at.data.load` read by file, each worker
-decoding only its own files.
+`make_function` here, one line each. `chief_only` (the trainer's `_select_worker_callbacks`,
+called from the Distiller's `fit`) is not a workaround but the multi-worker file discipline
+Keras 3 leaves to the user: only the chief writes where a user looks. Nor is `per_worker_input`
+(`_split_input_per_worker`, in the Distiller's `fit`, `evaluate` and `predict`): it has a file
+pipeline from `keras_at.data.load` read by file, each worker decoding only its own files.
 """
 
 from __future__ import annotations

@@ -8,7 +8,7 @@ import keras
 import numpy as np
 
 from keras_at.distiller import Distiller
-from keras_at.weights import TERMS
+from keras_at.settings import TERMS
 
 
 @keras.saving.register_keras_serializable(package="keras_at")

@@ -1,0 +1,1 @@
+"""The Distiller's trainer on JAX (`trainer.py`)."""
