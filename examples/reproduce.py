@@ -49,6 +49,7 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import _common  # noqa: E402
+import _training  # noqa: E402
 import cifar  # noqa: E402
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
@@ -268,7 +269,9 @@ def grid(budget: dict, args, out: str) -> tuple[dict, dict]:
             histories[key] = done(key, run(students[key]))
     else:
         # "spawn": fresh interpreters, not forks of a process whose TensorFlow is initialised.
-        pool = ProcessPoolExecutor(budget["jobs"], mp_context=multiprocessing.get_context("spawn"))
+        # The workers leave the TensorBoard line to this process, which printed it once.
+        pool = ProcessPoolExecutor(budget["jobs"], mp_context=multiprocessing.get_context("spawn"),
+                                   initializer=_training.note_tensorboard, initargs=(True,))
         try:
             waiting = {pool.submit(run, flags): (seed, "teacher")
                        for seed, flags in teacher_flags.items()}
@@ -292,6 +295,7 @@ def main(argv=None) -> dict:
     args = parser().parse_args(argv)
     budget = settle(args)
     out = _common.prepare_run_dir(args, "reproduce")
+    _training.note_tensorboard()
     start = time.time()
     teachers, histories = grid(budget, args, out)
     runs = [{"method": method, "seed": seed, "test_error": h["test_error"],
