@@ -119,7 +119,7 @@ class MomentumReset(keras.callbacks.Callback):
         if epoch not in getattr(optimizer, "momentum_reset_epochs", ()):
             return
         for momentum in getattr(optimizer, "momentums", None) or ():
-            momentum.assign(keras.ops.zeros_like(momentum))
+            momentum.assign(keras.ops.zeros(momentum.shape, momentum.dtype))
 
 
 # === Callbacks ===
@@ -253,16 +253,18 @@ def tensorboard_available() -> bool:
 
 TENSORBOARD_SKIPPED = ("TensorBoard logs skipped: TensorFlow is not installed (no event files "
                        "or attention maps under logs/; history.json has every epoch).")
-_noted = False
+# Set once the line is printed: the processes this one starts (reproduce.py's workers, each
+# phase of benchmarks/table1_gpu.py) inherit it and do not repeat the line.
+TENSORBOARD_NOTED = "KERAS_AT_TENSORBOARD_SKIPPED_NOTED"
 
 
-def note_tensorboard(quiet: bool = False) -> None:
-    """Prints `TENSORBOARD_SKIPPED` once per process where TensorFlow is missing; `quiet`
-    marks it printed (the worker processes of a script that printed it itself)."""
-    global _noted
-    if not (_noted or quiet or tensorboard_available()):
-        print(TENSORBOARD_SKIPPED, flush=True)
-    _noted = True
+def note_tensorboard() -> None:
+    """Prints `TENSORBOARD_SKIPPED` once where TensorFlow is missing, for this process and
+    the ones it starts."""
+    if os.environ.get(TENSORBOARD_NOTED) or tensorboard_available():
+        return
+    print(TENSORBOARD_SKIPPED, flush=True)
+    os.environ[TENSORBOARD_NOTED] = "1"
 
 
 def first_images(dataset, count: int = 8):

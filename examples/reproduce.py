@@ -269,9 +269,7 @@ def grid(budget: dict, args, out: str) -> tuple[dict, dict]:
             histories[key] = done(key, run(students[key]))
     else:
         # "spawn": fresh interpreters, not forks of a process whose TensorFlow is initialised.
-        # The workers leave the TensorBoard line to this process, which printed it once.
-        pool = ProcessPoolExecutor(budget["jobs"], mp_context=multiprocessing.get_context("spawn"),
-                                   initializer=_training.note_tensorboard, initargs=(True,))
+        pool = ProcessPoolExecutor(budget["jobs"], mp_context=multiprocessing.get_context("spawn"))
         try:
             waiting = {pool.submit(run, flags): (seed, "teacher")
                        for seed, flags in teacher_flags.items()}
@@ -298,12 +296,22 @@ def main(argv=None) -> dict:
     _training.note_tensorboard()
     start = time.time()
     teachers, histories = grid(budget, args, out)
+    results = collect(args, budget, teachers, histories, time.time() - start)
+    table = write(results, out)
+    print(f"\n{table}\nWritten to {out}/results.md, results.json and results.png.")
+    return results
+
+
+def collect(args, budget: dict, teachers: dict, histories: dict, seconds: float) -> dict:
+    """results.json's contents: the finished runs ({seed: teacher history}, {(seed, method):
+    student history}), their summary and the paper's numbers beside them."""
     runs = [{"method": method, "seed": seed, "test_error": h["test_error"],
              "epochs": h["student"]} for (seed, method), h in histories.items()]
     student, teacher_name = names(args)
     paper, sources = paper_column(student, teacher_name, args.attention, args.p, args.pairs)
     teacher_errors = [h["test_error"] for h in teachers.values()]
-    results = {
+    methods = [m for m in args.methods if any(r["method"] == m for r in runs)]
+    return {
         "dataset": budget["dataset"],
         "budget": budget,
         "student": student,
@@ -315,17 +323,20 @@ def main(argv=None) -> dict:
         "paper_table1_cifar10": PAPER.get((student, teacher_name)),
         "paper_cifar10": paper,
         "paper_sources": sources,
-        "seconds": time.time() - start,
-        "summary": summarise(runs, args.methods),
+        "seconds": seconds,
+        "summary": summarise(runs, methods),
         "runs": runs,
     }
+
+
+def write(results: dict, out: str) -> str:
+    """Writes results.json, results.md and results.png into `out`; returns the markdown."""
     _common.write_json(os.path.join(out, "results.json"), results)
     table = markdown(results)
     with open(os.path.join(out, "results.md"), "w") as f:
         f.write(table)
     plot(results, os.path.join(out, "results.png"))
-    print(f"\n{table}\nWritten to {out}/results.md, results.json and results.png.")
-    return results
+    return table
 
 
 if __name__ == "__main__":
