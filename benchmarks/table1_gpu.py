@@ -35,6 +35,7 @@ import reproduce  # noqa: E402
 CIFAR = os.path.join(ROOT, "examples", "cifar.py")
 PHASES = ("teacher", "student", "AT", "KD", "AT+KD")
 REQUIRED = 3  # the teacher, the student alone and AT; KD and AT+KD while time is left
+KILL_AFTER = 5  # seconds between a phase's SIGTERM and its SIGKILL
 # The authors' learning-rate drops over their 200 epochs (epoch_step, counted from 1).
 AUTHORS_DROPS = (60, 120, 160)
 
@@ -129,7 +130,7 @@ def run_phases(args, flags: dict) -> dict:
         left = deadline - time.monotonic()
         # A required phase leaves the later required ones their estimate; the others run only
         # when a whole run's estimate fits.
-        limit = int(left - max(0, REQUIRED - 1 - index) * estimate)
+        limit = int(left - max(0, REQUIRED - 1 - index) * estimate) - KILL_AFTER
         needs_teacher = phase not in ("teacher", "student")
         if needs_teacher and records["teacher"]["status"] != "finished":
             records[phase] = {"status": "not run: the teacher did not finish"}
@@ -141,10 +142,12 @@ def run_phases(args, flags: dict) -> dict:
         print(f"== {phase}: examples/cifar.py {shlex.join(flags[phase])} (at most {limit} s)",
               flush=True)
         begin = time.monotonic()
-        code = subprocess.run(["timeout", str(limit), sys.executable, CIFAR, *flags[phase]],
-                              cwd=ROOT).returncode
+        # SIGTERM at the limit, SIGKILL KILL_AFTER s later if that did not end it.
+        code = subprocess.run(["timeout", "-k", str(KILL_AFTER), str(limit), sys.executable,
+                               CIFAR, *flags[phase]], cwd=ROOT).returncode
         seconds = time.monotonic() - begin
-        status = {0: "finished", 124: f"timed out after {limit} s"}.get(
+        timed_out = f"timed out after {limit} s"
+        status = {0: "finished", 124: timed_out, 137: timed_out}.get(
             code, f"failed (exit status {code})")
         print(f"== {phase}: {status} ({seconds:.0f} s)", flush=True)
         records[phase] = {"status": status, "seconds": seconds, "limit": limit,

@@ -184,8 +184,10 @@ def evaluation_step(network):
             return sums(logits, y)
 
         def step(x, y):
+            # np.asarray: tf.data's tensors too, where TensorFlow is installed beside JAX.
             return stateless([v.value for v in network.trainable_variables],
-                             [v.value for v in network.non_trainable_variables], x, y)
+                             [v.value for v in network.non_trainable_variables],
+                             np.asarray(x), np.asarray(y))
 
         return step
     import tensorflow as tf
