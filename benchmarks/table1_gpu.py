@@ -219,6 +219,8 @@ def main(argv=None) -> int:
     text, complete = report(args, grid, budget, out, records, time.monotonic() - start)
     if os.path.dirname(args.out):
         os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    if os.path.isfile(args.out):
+        print(f"{args.out} exists; overwriting it with this run's table.", flush=True)
     _common.write_text_atomically(args.out, text)
     with open(os.path.join(out, "phases.json"), "w") as f:
         json.dump({p: {k: v for k, v in r.items() if k != "history"}
