@@ -10,7 +10,7 @@ export TF_CPP_MIN_LOG_LEVEL := 2
 # oneDNN convolutions also on CPUs where TensorFlow leaves them off (no AVX-512): a WRN training step 1.8x faster here.
 export TF_ENABLE_ONEDNN_OPTS ?= 1
 
-.PHONY: demo test test-fast test-jax smoke docs lint bench clean
+.PHONY: demo demo-jax test test-fast test-jax smoke docs lint bench clean
 
 # Every dependency is fetched once, as a wheel kept in $(WHEELS), and installed from there: make
 # smoke installs the package into a second, fresh venv from the same wheels without fetching
@@ -50,6 +50,11 @@ $(JAX_VENV)/.installed: setup.py keras_at/_version.py
 	$(JAX_PY) -m pip install --quiet --no-index --find-links $(WHEELS) $(JAX_REQUIREMENTS)
 	$(JAX_PY) -m pip install --quiet --no-index --find-links $(WHEELS) --no-deps -e .
 	touch $@
+
+# The quick start's demo on JAX, in $(JAX_VENV) where TensorFlow is not installed: no TensorBoard
+# logs (the run says so), the same results.md.
+demo-jax: $(JAX_VENV)/.installed
+	KERAS_BACKEND=jax $(JAX_PY) examples/reproduce.py --quick
 
 # tests/jax on the JAX backend, over 2 CPU devices (keras.distribution), without TensorFlow.
 test-jax: $(JAX_VENV)/.installed

@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # The wheels benchmarks/gpu.sh installs on an offline GPU machine, downloaded here into
-# .gpu-wheels/ (git-ignored; copy it along with the repository).
+# .gpu-wheels/ (git-ignored; copy it along with the repository), and Fashion-MNIST's four .gz
+# files (30 MB), copied into .gpu-wheels/fashion-mnist/ from where keras_at.data finds them
+# here (Debian's /usr/share/datasets/fashion-mnist from `apt-get install dataset-fashion-mnist`,
+# or ~/.keras/datasets/fashion-mnist), for gpu.sh's Table 1 run.
 #
 # That machine is expected to have JAX with CUDA (and so numpy, ml_dtypes, scipy, opt_einsum, JAX's own
 # dependencies) but neither TensorFlow nor Keras, and downloads nothing. keras-at on JAX needs
@@ -27,5 +30,21 @@ for version in 3.11 3.12 3.13 3.14; do
         --platform manylinux_2_28_x86_64 --implementation cp \
         --python-version "$version" --abi "cp${version/./}" "${COMPILED[@]}"
 done
-ls -l "$DEST"
+FILES=(train-images-idx3-ubyte.gz train-labels-idx1-ubyte.gz t10k-images-idx3-ubyte.gz
+       t10k-labels-idx1-ubyte.gz)
+KERAS_CACHE=${KERAS_HOME:-$HOME/.keras}/datasets
+for SOURCE in /usr/share/datasets/fashion-mnist "$KERAS_CACHE/fashion-mnist"; do
+    if [ -f "$SOURCE/${FILES[0]}" ]; then
+        mkdir -p "$DEST/fashion-mnist"
+        for f in "${FILES[@]}"; do cp "$SOURCE/$f" "$DEST/fashion-mnist/"; done
+        break
+    fi
+done
+if [ ! -f "$DEST/fashion-mnist/${FILES[0]}" ]; then
+    echo "Fashion-MNIST is not here: apt-get install dataset-fashion-mnist (or put its four .gz"
+    echo "files in ~/.keras/datasets/fashion-mnist), then run this again: gpu.sh's Table 1"
+    echo "needs it."
+    exit 1
+fi
+ls -l "$DEST" "$DEST/fashion-mnist"
 du -sh "$DEST"

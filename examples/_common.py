@@ -4,7 +4,8 @@ The flags and their defaults (the authors' recipe), the rule that a run director
 overwritten silently and `--resume` are written once, here.
 
 A run directory holds `args.json` (the arguments it was started with), `history.json` (every
-epoch of every phase), `logs/<phase>/` (TensorBoard, attention maps under `attention/`),
+epoch of every phase), `logs/<phase>/` (TensorBoard, attention maps under `attention/`; only
+where TensorFlow, which writes them, is installed),
 `<phase>.keras` for each finished phase, and `backup_<phase>/` while a phase is running
 (`keras.callbacks.BackupAndRestore`, removed when the phase ends).
 """
@@ -12,13 +13,16 @@ epoch of every phase), `logs/<phase>/` (TensorBoard, attention maps under `atten
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import shutil
 import sys
 import time
 
-os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+# TensorFlow where it is installed; JAX where only JAX is (docs/jax_without_tensorflow.md).
+os.environ.setdefault("KERAS_BACKEND", "tensorflow" if importlib.util.find_spec("tensorflow")
+                      or not importlib.util.find_spec("jax") else "jax")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 # TensorFlow turns oneDNN on by itself only on CPUs with AVX-512 or AMX; on others a WRN
 # training step is much slower without it (docs/throughput_onednn_off.md beside

@@ -9,13 +9,13 @@ write `history.json` and the test error are written once, here.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import time
 
 import _common  # first: it sets TensorFlow's environment before keras is imported
 import keras
 import numpy as np
-import tensorflow as tf
 
 import keras_at
 from keras_at.callbacks import AttentionMapLogger, BetaDecay, BetaScheduler
@@ -119,7 +119,7 @@ class MomentumReset(keras.callbacks.Callback):
         if epoch not in getattr(optimizer, "momentum_reset_epochs", ()):
             return
         for momentum in getattr(optimizer, "momentums", None) or ():
-            momentum.assign(keras.ops.zeros_like(momentum))
+            momentum.assign(keras.ops.zeros(momentum.shape, momentum.dtype))
 
 
 # === Callbacks ===
@@ -134,33 +134,23 @@ class TestError(keras.callbacks.Callback):
     run the teacher to report the transfer terms, which the error does not need.
     """
 
-    def __init__(self, dataset: tf.data.Dataset, every: int = 1):
+    def __init__(self, dataset, every: int = 1):
         super().__init__()
         self.dataset, self.every = dataset, every
         self._step = None
 
     def on_train_begin(self, logs=None):
-        network = getattr(self.model, "student", self.model)
-
-        @tf.function(autograph=False)
-        def step(x, y):
-            logits = tf.cast(network(x, training=False), "float32")
-            loss = keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)
-            y = tf.cast(y, tf.int32)
-            k = min(5, logits.shape[-1])
-            misses = [tf.logical_not(tf.math.in_top_k(y, logits, top)) for top in (1, k)]
-            return [tf.reduce_sum(loss)] + [tf.reduce_sum(tf.cast(m, "float32")) for m in misses]
-
-        self._step = step
+        self._step = evaluation_step(getattr(self.model, "student", self.model))
 
     def evaluate(self) -> dict:
+        # On JAX, reading `self.model` first puts the trained weights back into the variables.
+        network = getattr(self.model, "student", self.model)
         totals, count = np.zeros(3), 0
         for x, y in self.dataset:
             totals += [float(v) for v in self._step(x, y)]
-            count += int(tf.shape(y)[0])
+            count += int(keras.ops.shape(y)[0])
         loss, top1, top5 = totals / count
         logs = {"test_loss": loss, "test_error": top1}
-        network = getattr(self.model, "student", self.model)
         if network.output.shape[-1] > 5:
             logs["test_top5_error"] = top5
         return logs
@@ -169,6 +159,40 @@ class TestError(keras.callbacks.Callback):
         if logs is not None and ((epoch + 1) % self.every == 0 or
                                  epoch + 1 == self.params["epochs"]):
             logs.update(self.evaluate())
+
+
+def evaluation_step(network):
+    """`(x, y) -> [sum of losses, top-1 misses, top-5 misses]` of `network` in inference mode,
+    compiled: a `tf.function` on TensorFlow, `jax.jit` of its stateless call on JAX (which
+    reads the weights as arguments, so each call sees the current ones)."""
+
+    def sums(logits, y):
+        logits = keras.ops.cast(logits, "float32")
+        loss = keras.losses.sparse_categorical_crossentropy(y, logits, from_logits=True)
+        y = keras.ops.cast(y, "int32")
+        k = min(5, logits.shape[-1])
+        misses = [keras.ops.logical_not(keras.ops.in_top_k(y, logits, top)) for top in (1, k)]
+        return [keras.ops.sum(loss)] + [keras.ops.sum(keras.ops.cast(m, "float32"))
+                                        for m in misses]
+
+    if keras.backend.backend() == "jax":
+        import jax
+
+        @jax.jit
+        def stateless(trainable, non_trainable, x, y):
+            logits, _ = network.stateless_call(trainable, non_trainable, x, training=False)
+            return sums(logits, y)
+
+        def step(x, y):
+            # np.asarray: tf.data's tensors too, where TensorFlow is installed beside JAX.
+            return stateless([v.value for v in network.trainable_variables],
+                             [v.value for v in network.non_trainable_variables],
+                             np.asarray(x), np.asarray(y))
+
+        return step
+    import tensorflow as tf
+
+    return tf.function(lambda x, y: sums(network(x, training=False), y), autograph=False)
 
 
 class EpochLog(keras.callbacks.Callback):
@@ -202,14 +226,19 @@ def fit(model, train, test, run_dir: str, phase: str, epochs: int, verbose: int 
 
     Callback order matters: schedules and the test error write into the epoch logs before
     the log file, TensorBoard and the progress bar read them, and the backup comes last.
+    Without TensorFlow, which writes TensorBoard's event files, there are no logs/ (one line
+    says so: `note_tensorboard`).
     """
     log_dir = os.path.join(run_dir, "logs", phase)
     history_path = os.path.join(run_dir, "history.json")
     callbacks = [TestError(test, test_every), MomentumReset(), *schedules,
-                 EpochLog(history_path, phase),
-                 keras.callbacks.TensorBoard(log_dir, write_graph=False)]
-    if attention_images is not None and getattr(model, "pairs", None):
-        callbacks.append(AttentionMapLogger(log_dir, attention_images, test_every))
+                 EpochLog(history_path, phase)]
+    if tensorboard_available():
+        callbacks.append(keras.callbacks.TensorBoard(log_dir, write_graph=False))
+        if attention_images is not None and getattr(model, "pairs", None):
+            callbacks.append(AttentionMapLogger(log_dir, attention_images, test_every))
+    else:
+        note_tensorboard()
     # Two copies: a process killed while writing one backup resumes from the other.
     backup = os.path.join(run_dir, f"backup_{phase}")
     callbacks.append(keras.callbacks.BackupAndRestore(backup, double_checkpoint=True))
@@ -218,7 +247,29 @@ def fit(model, train, test, run_dir: str, phase: str, epochs: int, verbose: int 
     return _common.read_json(history_path)[phase]
 
 
-def first_images(dataset: tf.data.Dataset, count: int = 8):
+def tensorboard_available() -> bool:
+    """Whether TensorBoard's event files can be written: `tf.summary` writes them, on any
+    backend (keras.callbacks.TensorBoard, keras_at's AttentionMapLogger)."""
+    return importlib.util.find_spec("tensorflow") is not None
+
+
+TENSORBOARD_SKIPPED = ("TensorBoard logs skipped: TensorFlow is not installed (no event files "
+                       "or attention maps under logs/; history.json has every epoch).")
+# Set once the line is printed: the processes this one starts (reproduce.py's workers, each
+# phase of benchmarks/table1_gpu.py) inherit it and do not repeat the line.
+TENSORBOARD_NOTED = "KERAS_AT_TENSORBOARD_SKIPPED_NOTED"
+
+
+def note_tensorboard() -> None:
+    """Prints `TENSORBOARD_SKIPPED` once where TensorFlow is missing, for this process and
+    the ones it starts."""
+    if os.environ.get(TENSORBOARD_NOTED) or tensorboard_available():
+        return
+    print(TENSORBOARD_SKIPPED, flush=True)
+    os.environ[TENSORBOARD_NOTED] = "1"
+
+
+def first_images(dataset, count: int = 8):
     """The first `count` images of a dataset: the fixed batch whose attention maps are logged."""
     images, _ = next(iter(dataset))
     return images[:count]
@@ -305,7 +356,7 @@ def run(args, script: str, load_data, make_teacher, make_student, load_teacher=N
         return done
     start = time.time()
     train, test = load_data()
-    steps = int(train.cardinality())
+    steps = len(train)  # batches: a tf.data.Dataset's cardinality, or a PyDataset's length
 
     teacher = None
     if transfers(args) or args.teacher_only:
@@ -356,7 +407,7 @@ def load_or_train_teacher(args, run_dir, train, test, make_teacher, phase: str =
 def _train_alone(model, phase, train, test, args, run_dir, epochs) -> None:
     """Trains a network on its task alone (a teacher, or the student without transfer)."""
     model.compile(
-        optimizer=sgd(args, int(train.cardinality()), epochs),
+        optimizer=sgd(args, len(train), epochs),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )

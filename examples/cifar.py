@@ -29,7 +29,8 @@ paper says they decay it, not how, so the schedule is ours (--beta-decay).
 
 The run directory gets student.keras, teacher.keras (when trained here), history.json (every
 epoch: losses, learning rate, beta, test error) and TensorBoard logs with the attention maps
-(`tensorboard --logdir runs/at/logs`). An interrupted run continues with --resume.
+(`tensorboard --logdir runs/at/logs`; TensorFlow writes them, so without it they are skipped,
+one line says so: docs/jax_without_tensorflow.md). An interrupted run continues with --resume.
 """
 
 from __future__ import annotations

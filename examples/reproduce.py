@@ -49,6 +49,7 @@ from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import _common  # noqa: E402
+import _training  # noqa: E402
 import cifar  # noqa: E402
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
@@ -292,14 +293,25 @@ def main(argv=None) -> dict:
     args = parser().parse_args(argv)
     budget = settle(args)
     out = _common.prepare_run_dir(args, "reproduce")
+    _training.note_tensorboard()
     start = time.time()
     teachers, histories = grid(budget, args, out)
+    results = collect(args, budget, teachers, histories, time.time() - start)
+    table = write(results, out)
+    print(f"\n{table}\nWritten to {out}/results.md, results.json and results.png.")
+    return results
+
+
+def collect(args, budget: dict, teachers: dict, histories: dict, seconds: float) -> dict:
+    """results.json's contents: the finished runs ({seed: teacher history}, {(seed, method):
+    student history}), their summary and the paper's numbers beside them."""
     runs = [{"method": method, "seed": seed, "test_error": h["test_error"],
              "epochs": h["student"]} for (seed, method), h in histories.items()]
     student, teacher_name = names(args)
     paper, sources = paper_column(student, teacher_name, args.attention, args.p, args.pairs)
     teacher_errors = [h["test_error"] for h in teachers.values()]
-    results = {
+    methods = [m for m in args.methods if any(r["method"] == m for r in runs)]
+    return {
         "dataset": budget["dataset"],
         "budget": budget,
         "student": student,
@@ -311,17 +323,20 @@ def main(argv=None) -> dict:
         "paper_table1_cifar10": PAPER.get((student, teacher_name)),
         "paper_cifar10": paper,
         "paper_sources": sources,
-        "seconds": time.time() - start,
-        "summary": summarise(runs, args.methods),
+        "seconds": seconds,
+        "summary": summarise(runs, methods),
         "runs": runs,
     }
+
+
+def write(results: dict, out: str) -> str:
+    """Writes results.json, results.md and results.png into `out`; returns the markdown."""
     _common.write_json(os.path.join(out, "results.json"), results)
     table = markdown(results)
     with open(os.path.join(out, "results.md"), "w") as f:
         f.write(table)
     plot(results, os.path.join(out, "results.png"))
-    print(f"\n{table}\nWritten to {out}/results.md, results.json and results.png.")
-    return results
+    return table
 
 
 if __name__ == "__main__":

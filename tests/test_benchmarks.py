@@ -104,3 +104,20 @@ def test_throughput_refuses_to_profile_jax_with_tensorflows_profiler(capsys):
     with pytest.raises(SystemExit):
         throughput.parse_args(["--backend", "jax", "--profile", "runs/profile"])
     assert "run it with --backend tensorflow" in capsys.readouterr().err
+
+
+def test_table1_gpu_fits_its_epochs_to_the_budget_and_stretches_the_authors_drops():
+    """benchmarks/table1_gpu.py (gpu.sh's Table 1; run end to end by tests/jax/test_gpu_script.py):
+    the epochs its estimate fits, and the authors' drops at the same fractions of them."""
+    import table1_gpu
+
+    assert table1_gpu.drops(200) == "60,120,160"  # the authors' own
+    assert table1_gpu.drops(4) == "2,3,4" and table1_gpu.drops(7) == "3,5,7"
+    assert table1_gpu.drops(1) == ""  # no drop before the only epoch
+    # gpu.sh's budgets: 330 s with the throughput benchmark, 420 s with --only table1.
+    assert table1_gpu.parse_args(["--budget", "330"]).epochs == 4
+    assert table1_gpu.parse_args(["--budget", "420"]).epochs == 7
+    given = table1_gpu.parse_args(["--epochs", "2"])
+    assert given.epochs == 2 and not given.epochs_estimated
+    with pytest.raises(SystemExit):
+        table1_gpu.parse_args(["--epochs", "0"])

@@ -94,6 +94,28 @@ def test_cifar_trains_teacher_then_at_student_and_writes_the_run(cifar_run):
     assert student.name == "wrn-10-1" and student.output.shape == (None, 10)
 
 
+@pytest.mark.slow  # a Python process: ~30 s
+def test_cifar_on_jax_beside_tensorflow_reads_tf_data_and_writes_tensorboard(tmp_path):
+    """KERAS_BACKEND=jax where TensorFlow is installed: tf.data feeds the JAX steps (the test
+    error's too), and TensorBoard's scalars and attention maps are written as on TensorFlow.
+    Without TensorFlow: tests/jax/test_examples_without_tensorflow.py."""
+    pytest.importorskip("jax")
+    run_dir = tmp_path / "at"
+    result = subprocess.run(
+        [sys.executable, os.path.join(EXAMPLES, "cifar.py"), *TINY, "--epochs", "1",
+         "--lr-epochs", "", "--out", str(run_dir)],
+        capture_output=True, text=True, env={**ENV, "KERAS_BACKEND": "jax"}, cwd=ROOT,
+        timeout=480)
+    ok(result)
+    assert "TensorBoard logs skipped" not in result.stdout
+    h = history(run_dir)
+    assert 0 <= h["student"][0]["test_top5_error"] <= h["test_error"] <= 1
+    assert event_files(run_dir / "logs" / "student" / "attention")
+    assert event_files(run_dir / "logs" / "teacher")
+    with open(run_dir / "args.json") as f:
+        assert json.load(f)["epochs"] == 1
+
+
 def test_cifar_refuses_to_overwrite_a_run_dir(cifar_run):
     before = (cifar_run / "history.json").read_text()
     result = script("cifar.py", *TINY, "--epochs", "1", "--out", cifar_run)
