@@ -365,7 +365,8 @@ def test_every_n_epochs_on_grayscale_images(tmp_path):
     grids = tensor_events(events, "attention/group1")
     assert [e.step for e in grids] == [0, 2]
     width, height, images = decode_images(grids[-1])
-    assert (height, width) == (3 * 96 + 2 * 2, 4 * 96 + 3 * 2) and len(images) == 1
+    assert (height, width) == (title_height(96) + 2 + 3 * 96 + 2 * 2, 4 * 96 + 3 * 2)
+    assert len(images) == 1
     # The gray input is gray in its column and tinted by the colour map in the overlay.
     image = grid_tile(images[0], 0, 0, 96, 6).astype(int)
     overlaid = grid_tile(images[0], 0, 3, 96, 6).astype(int)
