@@ -78,9 +78,10 @@ def run(command, log, **kwargs):
 
 
 def readme_links(readme_text):
-    """Relative files the README links or shows (`](docs/x.png)`), as sdist paths."""
+    """Relative files the README links or shows (`](docs/x.png)`, `](docs/x.md#part)`), as sdist
+    paths."""
     targets = re.findall(r"\]\(([^)\s]+)\)", readme_text)
-    return sorted({t for t in targets if "://" not in t and not t.startswith("#")})
+    return sorted({t.split("#")[0] for t in targets if "://" not in t and not t.startswith("#")})
 
 
 def check_sdist(sdist, readme_text):
