@@ -28,7 +28,7 @@ demo: $(VENV)/.installed
 
 test: $(VENV)/.installed
 	$(PY) -m ruff check keras_at examples tests benchmarks scripts setup.py
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=15
 
 # Without the tests that launch processes, train for epochs or build ImageNet-size networks.
 test-fast: $(VENV)/.installed

@@ -142,7 +142,8 @@ def test_make_test_fast_leaves_out_the_slow_tests_and_every_test_has_a_time_limi
     def recipe(target):
         return re.search(rf"^{target}:.*\n((?:\t.*\n)+)", makefile, re.MULTILINE).group(1)
 
-    assert recipe("test").splitlines()[-1] == "\t$(PY) -m pytest -q"  # the whole suite
+    # the whole suite, its longest tests listed
+    assert recipe("test").splitlines()[-1] == "\t$(PY) -m pytest -q --durations=15"
     assert recipe("test-fast").splitlines()[-1] == '\t$(PY) -m pytest -q -m "not slow"'
     development = (ROOT / "docs" / "development.md").read_text(encoding="utf-8")
     assert "`make test`" in development and "`make test-fast`" in development
