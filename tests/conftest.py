@@ -114,6 +114,20 @@ class AtBatch(keras.callbacks.Callback):
             self.action(self.model)  # on JAX, `self.model` syncs the state: read only here
 
 
+class Batches(keras.utils.PyDataset):
+    """The given list of batches as a `PyDataset` (`Batches([])`: data of no batch at all)."""
+
+    def __init__(self, batches):
+        super().__init__()
+        self.batches = batches
+
+    def __len__(self):
+        return len(self.batches)
+
+    def __getitem__(self, index):
+        return self.batches[index]
+
+
 def tiny_net(width=4, name=None, classes=5, size=16, channels=3):
     """A two-group CNN: `group0` at full resolution, `group1` at half."""
     inputs = keras.Input((size, size, channels))

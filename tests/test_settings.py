@@ -7,7 +7,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from conftest import tiny_net
+from conftest import Batches, tiny_net
 
 import keras_at
 
@@ -250,25 +250,13 @@ def test_a_student_frozen_after_a_fit_asks_for_compile_before_training_again(tin
     assert any(not np.array_equal(b, a) for b, a in zip(adapters, after))  # still trained
 
 
-class _Batches(keras.utils.PyDataset):
-    def __init__(self, batches):
-        super().__init__()
-        self.batches = batches
-
-    def __len__(self):
-        return len(self.batches)
-
-    def __getitem__(self, index):
-        return self.batches[index]
-
-
 def test_empty_data_is_refused_by_evaluate_predict_and_fits_validation(tiny_pair, tiny_data):
     x, y = tiny_data
     distiller = keras_at.Distiller(*tiny_pair)
     distiller.compile(optimizer="sgd", loss=CE)
     none = tf.data.Dataset.from_tensor_slices((x, y)).batch(8)
     unknown = none.filter(lambda images, labels: False)  # cardinality unknown: read to find out
-    for data in (x[:0], none.take(0), unknown, _Batches([])):
+    for data in (x[:0], none.take(0), unknown, Batches([])):
         with pytest.raises(ValueError, match=r"empty: evaluate\(\)|evaluate\(\) read no batch"):
             distiller.evaluate(data, y[:0] if data is x[:0] else None, verbose=0)
         with pytest.raises(ValueError, match=r"empty: predict\(\)|predict\(\) read no batch"):
@@ -276,5 +264,5 @@ def test_empty_data_is_refused_by_evaluate_predict_and_fits_validation(tiny_pair
     with pytest.raises(ValueError, match="validation data is empty"):
         distiller.fit(x, y, validation_data=(x[:0], y[:0]), verbose=0)
     assert distiller.optimizer.iterations == 0  # refused before training
-    logs = distiller.evaluate(_Batches([(x[:8], y[:8])]), verbose=0, return_dict=True)
+    logs = distiller.evaluate(Batches([(x[:8], y[:8])]), verbose=0, return_dict=True)
     assert logs["loss"] > 0

@@ -14,7 +14,7 @@ import jax  # noqa: E402
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
-from conftest import tiny_net  # noqa: E402
+from conftest import Batches, tiny_net  # noqa: E402
 
 import keras_at  # noqa: E402
 
@@ -123,23 +123,11 @@ def test_a_student_frozen_after_a_fit_asks_for_compile_and_then_stays_frozen(dat
         np.testing.assert_array_equal(after, before)
 
 
-class _Batches(keras.utils.PyDataset):
-    def __init__(self, batches):
-        super().__init__()
-        self.batches = batches
-
-    def __len__(self):
-        return len(self.batches)
-
-    def __getitem__(self, index):
-        return self.batches[index]
-
-
 def test_empty_data_is_refused_by_evaluate_and_predict(data):
     x, y = data
     model = compiled()
-    for method, args in (("evaluate", (x[:0], y[:0])), ("evaluate", (_Batches([]),)),
-                         ("predict", (x[:0],)), ("predict", (_Batches([]),))):
+    for method, args in (("evaluate", (x[:0], y[:0])), ("evaluate", (Batches([]),)),
+                         ("predict", (x[:0],)), ("predict", (Batches([]),))):
         with pytest.raises(ValueError, match=rf"empty: {method}\(\)"):
             getattr(model, method)(*args, verbose=0)
     with pytest.raises(ValueError, match="validation data is empty"):
