@@ -136,10 +136,7 @@ def common_input_shape(student, teacher, given=None):
         return None
     merged = shapes[0][1]
     for index, (role, shape) in enumerate(shapes[1:], 1):
-        clash = len(shape) != len(merged) or any(
-            a is not None and b is not None and a != b for a, b in zip(shape, merged)
-        )
-        if clash:
+        if not _agree(shape, merged):
             first, first_shape = next((r, s) for r, s in shapes[:index] if not _agree(s, shape))
             raise ValueError(
                 f"The {_whose(first)} input shape {first_shape} differs from the {_whose(role)} "
