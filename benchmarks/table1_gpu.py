@@ -36,8 +36,9 @@ CIFAR = os.path.join(ROOT, "examples", "cifar.py")
 PHASES = ("teacher", "student", "AT", "KD", "AT+KD")
 REQUIRED = 3  # the teacher, the student alone and AT; KD and AT+KD while time is left
 KILL_AFTER = 5  # seconds between a phase's SIGTERM and its SIGKILL
-# The authors' learning-rate drops over their 200 epochs (epoch_step, counted from 1).
-AUTHORS_DROPS = (60, 120, 160)
+# Table 1's recipe: the authors' learning-rate drops (epoch_step, from 1) over their epochs.
+AUTHORS = argparse.Namespace(lr_epochs=_common.int_list(reproduce.FULL["lr_epochs"]),
+                             epochs=reproduce.FULL["epochs"])
 
 ESTIMATE = """\
 The epochs are estimated, not measured on a GPU. Per epoch: 469 training steps of batch 128
@@ -60,7 +61,7 @@ over 4 minutes an epoch, which is why this runs on a GPU). The plan is the defau
 
 def drops(epochs: int) -> str:
     """--lr-epochs for `epochs`: the authors' drops at the same fractions of the run."""
-    scaled = sorted({round((e - 1) * epochs / 200) + 1 for e in AUTHORS_DROPS})
+    scaled = sorted({index + 1 for index in _training.drop_epochs(AUTHORS, epochs)})
     return ",".join(str(e) for e in scaled if 2 <= e <= epochs)
 
 
