@@ -145,7 +145,8 @@ class JAXTrainer(DistillationStep):
                 self.__dict__["_detached_values"] = outer
 
     def _purge_model_variables(self, **which):
-        # Keras detaches the values when a loop starts: keep them until the loop ends.
+        # Keras detaches the values when a loop starts: keep them until the loop ends (a second
+        # copy of the state while the steps replace it), for a loop failing in its first step.
         detached = self.__dict__.get("_detached_values")
         groups = {"trainable_variables": lambda: self.trainable_variables,
                   "non_trainable_variables": lambda: self.non_trainable_variables,
